@@ -1,0 +1,53 @@
+"""``latentwire baseline``: evaluate one text-side baseline for one model on one split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from latentwire.baselines import BaselineArgs, text_prompt_maker
+from latentwire.config import from_dict, to_dict
+from latentwire.data import read_split
+from latentwire.evaluate import evaluate, select_examples
+from latentwire.io import write_json, write_jsonl
+from latentwire.models import load_model, load_registry
+from latentwire.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline", help="text / token-budget / closed-book baseline")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--data", required=True, help="parquet of the evaluation split")
+    p.add_argument("--config-json", required=True, help="BaselineArgs as JSON")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--metrics", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = from_dict(BaselineArgs, json.loads(args.config_json), where="baseline")
+    spec = load_registry(args.registry)[args.model]
+    lm = load_model(spec, args.manifest, device=cfg.eval.device)
+    examples = select_examples(read_split(args.data), cfg.eval)
+    maker = text_prompt_maker(lm, cfg.prompt, cfg.name)
+    rows, summary = evaluate(lm, examples, maker, cfg.prompt, cfg.eval, desc=f"{args.model}/{cfg.name}")
+    resolved = {"baseline": to_dict(cfg), "model": to_dict(spec), "data": str(Path(args.data))}
+    summary.update({"system": cfg.name, "kind": "baseline", "provenance": provenance(resolved)})
+    write_jsonl(args.predictions, rows)
+    write_json(args.metrics, summary)
+    log.info(
+        "%s %s: EM %.3f F1 %.3f NLL %.3f (n=%d)",
+        args.model,
+        cfg.name,
+        summary["em"],
+        summary["f1"],
+        summary["nll_per_token"],
+        summary["n"],
+    )
+    return 0

@@ -1,0 +1,144 @@
+"""Evaluation: generate and score answers for any way of building prompts.
+
+A *prompt maker* turns a list of examples into per-example prompt embeddings plus facts about
+each prompt (token counts, bytes). Text baselines and latent prefixes only differ there; this
+module then runs greedy generation, one teacher-forced scoring pass and the answer metrics with
+the same code for all of them.
+
+Only ``question`` and ``context`` of an example ever reach a prompt maker (:func:`model_view`),
+so no gold-derived field can leak into a model input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from latentwire.batching import collate, pad_answers
+from latentwire.generation import generate_and_score
+from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
+from latentwire.models import LoadedModel
+from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.scoring import answer_nll, first_token_ranks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalArgs:
+    """How examples are selected and decoded."""
+
+    split: str = "test"
+    n_examples: int = 200  # first N of the split after a seeded shuffle; 0 = all
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 24
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.n_examples < 0:
+            raise ValueError("batch_size and max_new_tokens must be >= 1, n_examples >= 0")
+
+
+#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example)
+PromptMaker = Callable[[list[dict]], tuple[list[torch.Tensor], list[dict[str, Any]]]]
+
+
+def model_view(example: dict) -> dict:
+    """The only fields of an example a model may see."""
+    return {"question": example["question"], "context": example["context"]}
+
+
+def select_examples(df, args: EvalArgs) -> list[dict]:
+    """A deterministic subset of a split: seeded shuffle, first ``n_examples``."""
+    df = df.sample(frac=1.0, random_state=args.seed) if args.n_examples else df
+    if args.n_examples:
+        df = df.head(args.n_examples)
+    rows = df.to_dict("records")
+    for r in rows:
+        r["answers"] = [str(a) for a in r["answers"]]
+    return rows
+
+
+@torch.no_grad()
+def evaluate(
+    lm: LoadedModel,
+    examples: Sequence[dict],
+    make_prompts: PromptMaker,
+    prompt_args: PromptArgs,
+    args: EvalArgs,
+    desc: str = "eval",
+) -> tuple[list[dict], dict[str, Any]]:
+    """Run generation + scoring over ``examples``; return (per-example rows, summary metrics)."""
+    tok, chat = lm.tokenizer, lm.uses_chat_template
+    eos = eos_id(tok, lm.spec.eos_token)
+    stop = {eos} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+    rows: list[dict] = []
+    for start in tqdm(range(0, len(examples), args.batch_size), desc=desc, mininterval=10):
+        chunk = list(examples[start : start + args.batch_size])
+        prompts, facts = make_prompts([model_view(e) for e in chunk])
+        golds = [answer_ids(e["answers"][0], tok, prompt_args, chat, eos) for e in chunk]
+        gold = pad_answers(golds, lm.device)  # (B, A)
+        gen = generate_and_score(lm.model, collate(lm.model, prompts), args.max_new_tokens, stop, gold)
+        nll = answer_nll(gen.answer_logits, gold).tolist()
+        ranks = first_token_ranks(gen.answer_logits, gold).tolist()
+        B = len(chunk)
+        for i, ex in enumerate(chunk):
+            raw = tok.decode(gen.tokens[i], skip_special_tokens=True)
+            pred = postprocess_answer(raw)
+            row = {
+                "id": ex["id"],
+                "question": ex["question"],
+                "answers": ex["answers"],
+                "prediction": pred,
+                "raw": raw,
+                "first_token": gen.tokens[i][0] if gen.tokens[i] else None,
+                "nll_per_token": nll[i],
+                "first_token_rank": ranks[i],
+                "gen_tokens": len(gen.tokens[i]),
+                "batch_size": B,
+                "prefill_s": gen.prefill_s,
+                "decode_s_per_token": gen.decode_s / max(gen.decode_steps, 1),
+                **facts[i],
+            }
+            for name in ANSWER_METRICS.names():
+                row[name] = ANSWER_METRICS.get(name)(pred, ex["answers"])
+            rows.append(row)
+    return rows, summarize(rows, lm)
+
+
+def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]:
+    """Aggregate per-example rows into the metrics every table reports."""
+    preds = [r["prediction"] for r in rows]
+    firsts = [r["first_token"] for r in rows]
+    out: dict[str, Any] = {"n": len(rows)}
+    for name in ANSWER_METRICS.names():
+        out[name] = mean([r[name] for r in rows])
+    out["nll_per_token"] = mean([r["nll_per_token"] for r in rows])
+    out["first_token_top1"] = mean([float(r["first_token_rank"] < 1) for r in rows])
+    out["first_token_top5"] = mean([float(r["first_token_rank"] < 5) for r in rows])
+    for key in ("prompt_tokens", "content_positions", "text_content_tokens", "payload_bytes", "text_bytes"):
+        if rows and key in rows[0]:
+            out[key] = mean([r[key] for r in rows])
+    if "content_positions" in out and out["content_positions"]:
+        out["compression"] = out["text_content_tokens"] / out["content_positions"]
+    # One timing per batch (rows of a batch share it): summarise over batches, not rows.
+    batches = {(r["prefill_s"], r["decode_s_per_token"]) for r in rows}
+    out["prefill_ms"] = {k: v * 1e3 for k, v in percentile_summary([b[0] for b in batches]).items()}
+    out["decode_ms_per_token"] = {k: v * 1e3 for k, v in percentile_summary([b[1] for b in batches]).items()}
+    out["batch_size"] = max((r["batch_size"] for r in rows), default=0)
+    out["unique_predictions"] = len(set(preds))
+    out["unique_prediction_ratio"] = len(set(preds)) / max(len(preds), 1)
+    out["unique_first_tokens"] = len(set(firsts))
+    if lm is not None:
+        out["device"] = str(lm.device) + (
+            f" ({torch.cuda.get_device_name(lm.device)})" if lm.device.type == "cuda" else ""
+        )
+        out["dtype"] = str(lm.dtype).replace("torch.", "")
+        out["model"] = lm.spec.name
+    return out

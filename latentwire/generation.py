@@ -1,0 +1,114 @@
+"""Prefill once, then score the gold answer and decode greedily from the same KV cache.
+
+Works for text prompts (embedded ids) and latent prefixes alike, since both arrive as
+``inputs_embeds``. Scoring runs the gold answer through a copy of the prefilled cache, so the
+prompt is encoded once per example for both generation and NLL/first-token metrics. Timings
+synchronise CUDA around each timed region; prefill and decode are timed apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from latentwire.batching import Batch
+
+
+@dataclass
+class Generation:
+    """Generated ids per row (eos stripped), answer logits if scored, and batch timings."""
+
+    tokens: list[list[int]]
+    prefill_s: float
+    decode_s: float
+    decode_steps: int
+    answer_logits: torch.Tensor | None = None  # (B, A, V) float32: logits predicting each gold token
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def generate_and_score(
+    model: torch.nn.Module,
+    batch: Batch,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    answers: torch.Tensor | None = None,
+    **model_kwargs,
+) -> Generation:
+    """Greedy continuation of every row of ``batch`` (a prompt-only batch).
+
+    ``answers`` (B, A) long with -100 padding: when given, their teacher-forced logits are
+    returned too, computed through a copy of the prefilled cache. ``model_kwargs`` go to the
+    prefill call only (for example a prefilled ``past_key_values``).
+    """
+    device = batch.inputs_embeds.device
+    B = batch.inputs_embeds.shape[0]
+    mask = batch.attention_mask
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=mask,
+        position_ids=batch.position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **model_kwargs,
+    )
+    first_logits = out.logits[:, -1].float()  # (B, V)
+    nxt = first_logits.argmax(-1)  # (B,)
+    _sync(device)
+    t1 = time.perf_counter()
+    past = out.past_key_values
+    position = batch.position_ids[:, -1:]  # (B, 1)
+    scored = None
+    if answers is not None:
+        scored = _score_answers(model, copy.deepcopy(past), mask, position, first_logits, answers)
+    _sync(device)
+    t2 = time.perf_counter()
+    tokens: list[list[int]] = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    steps = 0
+    for step in range(max_new_tokens):
+        is_eos = torch.isin(nxt, eos)
+        for i in (~done & ~is_eos).nonzero().flatten().tolist():
+            tokens[i].append(int(nxt[i]))
+        done |= is_eos
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            past_key_values=past,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        nxt = out.logits[:, -1].argmax(-1)
+        steps += 1
+    _sync(device)
+    t3 = time.perf_counter()
+    return Generation(tokens, t1 - t0, t3 - t2, steps, scored)
+
+
+def _score_answers(model, past, mask, position, first_logits, answers) -> torch.Tensor:
+    """Teacher-forced logits for right-padded ``answers`` (B, A) continuing a prefilled cache."""
+    B, A = answers.shape
+    ans_mask = (answers != -100).long()
+    ids = answers.clamp(min=0)
+    full_mask = torch.cat([mask, ans_mask], dim=1)
+    pos = position + torch.arange(1, A + 1, device=answers.device)  # (B, A)
+    out = model(
+        input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=past, use_cache=True
+    )
+    # logits at answer column j predict token j + 1; the prefill's last column predicts token 0.
+    return torch.cat([first_logits[:, None], out.logits[:, :-1].float()], dim=1)  # (B, A, V)
