@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from latentwire.baselines import BaselineArgs, text_prompt_maker
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
@@ -25,12 +27,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--data", required=True, help="parquet of the evaluation split")
     p.add_argument("--config-json", required=True, help="BaselineArgs as JSON")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--metrics", required=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = from_dict(BaselineArgs, json.loads(args.config_json), where="baseline")
     spec = load_registry(args.registry)[args.model]
     lm = load_model(spec, args.manifest, device=cfg.eval.device)

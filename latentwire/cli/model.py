@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", required=True, help="folder for the export and manifest.json")
     p.add_argument("--check-load", action="store_true", help="load once to fail fast on a bad export")
     p.set_defaults(func=run)
+    add_tiny_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,4 +31,20 @@ def run(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in lm.model.parameters())
         log.info("model %s: %.1fM parameters, chat template: %s", spec.name, n / 1e6, lm.uses_chat_template)
     log.info("model %s ready: %s", spec.name, manifest["load_path"])
+    return 0
+
+
+def add_tiny_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tiny-model", help="build a tiny random model + tokenizer (tests, .test workflow)")
+    p.add_argument("--family", required=True, choices=["llama", "qwen2"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_tiny)
+
+
+def run_tiny(args: argparse.Namespace) -> int:
+    from latentwire.models.tiny import save_tiny
+
+    save_tiny(args.family, args.out, seed=args.seed)
+    log.info("tiny %s model written to %s", args.family, args.out)
     return 0

@@ -1,0 +1,99 @@
+"""The workflow's plan: validate the Snakemake config strictly and derive the job matrix.
+
+``common.smk`` builds one :class:`WorkflowPlan` at parse time. Every run config it hands to a
+job is checked here with the same dataclasses the jobs use, so ``snakemake -n`` fails on a typo
+before any job starts, and each job receives only its own settings (as ``params``), so changing
+one ablation reruns only that ablation's jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentwire.baselines import BaselineArgs
+from latentwire.config import ConfigError, from_dict, to_dict
+from latentwire.data.prepare import DatasetArgs
+from latentwire.evaluate import EvalArgs
+from latentwire.models import load_registry
+from latentwire.prompt import PromptArgs
+
+SPLITS = ("test", "train", "validation")
+
+
+@dataclass
+class WorkflowPlan:
+    """Validated workflow config and the job matrix derived from it."""
+
+    config: dict[str, Any]
+    models: list[str]
+    datasets: dict[str, DatasetArgs]
+    prompt: PromptArgs
+    eval: EvalArgs
+    baselines: list[str] = field(default_factory=list)
+    splits: tuple[str, ...] = SPLITS
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
+        registry = load_registry(config["registry"])
+        missing = [m for m in config["models"] if m not in registry]
+        if missing:
+            raise ConfigError(
+                f"models: {missing} not in registry {config['registry']}; known: {sorted(registry)}"
+            )
+        datasets = {}
+        for name, raw in config["datasets"].items():
+            ds = from_dict(DatasetArgs, {"name": name, **raw}, where=f"datasets.{name}")
+            produced = {s.assign_split for s in ds.sources if s.assign_split} | set(ds.split.fractions)
+            if produced != set(SPLITS):
+                raise ConfigError(
+                    f"datasets.{name}: must produce the splits {list(SPLITS)}, got {sorted(produced)}"
+                )
+            datasets[name] = ds
+        prompt = from_dict(PromptArgs, config.get("prompt") or {}, where="prompt")
+        ev = from_dict(EvalArgs, config.get("eval") or {}, where="eval")
+        if ev.split not in SPLITS:
+            raise ConfigError(f"eval.split: {ev.split!r} is not one of {list(SPLITS)}")
+        b = config.get("baselines") or {}
+        names = (["text"] if b.get("text", True) else []) + [
+            f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
+        ]
+        names += ["closed"] if b.get("closed_book", True) else []
+        return cls(config, list(config["models"]), datasets, prompt, ev, names)
+
+    @property
+    def eval_split(self) -> str:
+        return self.eval.split
+
+    # --- per-job settings (JSON strings passed as params) ---------------------------------
+    def dataset_json(self, dataset: str) -> str:
+        return json.dumps({k: v for k, v in to_dict(self.datasets[dataset]).items()}, sort_keys=True)
+
+    def baseline_json(self, baseline: str) -> str:
+        args = BaselineArgs(name=baseline, prompt=self.prompt, eval=self.eval)
+        return json.dumps(to_dict(args), sort_keys=True)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def dataset_inputs(self, dataset: str) -> list[str]:
+        return [s.path for s in self.datasets[dataset].sources if s.path]
+
+    def model_source_inputs(self, model: str) -> list[str]:
+        spec = load_registry(self.config["registry"])[model]
+        if spec.source.kind == "local":
+            return [str(Path(spec.source.path) / "config.json")]
+        return []
+
+    # --- outputs ---------------------------------------------------------------------------
+    def baseline_cells(self) -> list[tuple[str, str, str]]:
+        return [(d, m, b) for d in self.datasets for m in self.models for b in self.baselines]
+
+    def baseline_metrics(self) -> list[str]:
+        return [f"results/baselines/{d}/{m}/{b}/metrics.json" for d, m, b in self.baseline_cells()]
+
+    def baseline_datasets(self) -> list[str]:
+        return [d for d, _, _ in self.baseline_cells()]
+
+    def final_outputs(self) -> list[str]:
+        return ["results/tables/baselines.csv", "results/tables/baselines.md"]

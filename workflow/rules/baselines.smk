@@ -1,0 +1,27 @@
+# Text-side baselines for each (dataset, model, baseline): text, closed, budget-M.
+
+
+rule baseline:
+    input:
+        registry=config["registry"],
+        manifest="resources/models/{model}/manifest.json",
+        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+    output:
+        predictions="results/baselines/{dataset}/{model}/{baseline}/predictions.jsonl",
+        metrics="results/baselines/{dataset}/{model}/{baseline}/metrics.json",
+    log:
+        "logs/baselines/{dataset}/{model}/{baseline}.log",
+    benchmark:
+        "benchmarks/baselines/{dataset}/{model}/{baseline}.tsv"
+    conda:
+        "../envs/latentwire.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        cfg=baseline_json,
+    shell:
+        "latentwire baseline --registry {input.registry} --model {wildcards.model}"
+        " --manifest {input.manifest} --data {input.data} --config-json {params.cfg:q}"
+        " --threads {threads} --predictions {output.predictions} --metrics {output.metrics} > {log} 2>&1"

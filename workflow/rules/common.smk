@@ -1,0 +1,44 @@
+# Config validation, wildcard constraints and small path/param helpers (logic lives in latentwire).
+import re
+
+from snakemake.utils import validate
+
+from latentwire.workflow import WorkflowPlan
+
+validate(config, schema="../schemas/config.schema.yaml")
+# Strict parse-time check of every run config, so `snakemake -n` catches typos before any job.
+PLAN = WorkflowPlan.from_config(config)
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, PLAN.models)),
+    dataset="|".join(map(re.escape, PLAN.datasets)),
+    baseline="text|closed|budget-[0-9]+",
+
+
+def final_outputs():
+    return PLAN.final_outputs()
+
+
+def dataset_json(wildcards):
+    return PLAN.dataset_json(wildcards.dataset)
+
+
+def dataset_inputs(wildcards):
+    return PLAN.dataset_inputs(wildcards.dataset)
+
+
+def baseline_json(wildcards):
+    return PLAN.baseline_json(wildcards.baseline)
+
+
+def model_source_inputs(wildcards):
+    return PLAN.model_source_inputs(wildcards.model)
+
+
+def baseline_metrics(wildcards):
+    return PLAN.baseline_metrics()
+
+
+def baseline_datasets(wildcards):
+    return PLAN.baseline_datasets()
