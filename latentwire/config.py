@@ -45,7 +45,8 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+            f"{', '.join(f'{where}.{k}' for k in unknown)}: unknown key(s); "
+            f"allowed: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, f in fields.items():

@@ -58,15 +58,20 @@ def f1_score(pred: str, golds: Sequence[str]) -> float:
     return max(_f1_single(pred, g) for g in golds)
 
 
-_LEADINS = re.compile(r"^(the\s+)?(final\s+)?answer\s*(is|:)\s*", re.IGNORECASE)
+_LEADINS = re.compile(
+    r"^(the\s+)?(correct\s+|final\s+|short\s+)?answer(\s+to\s+(this|your|the)\s+question)?"
+    r"\s*(is\b\s*:?|:)\s*",
+    re.IGNORECASE,
+)
 
 
 def postprocess_answer(text: str) -> str:
     """Turn a raw generation into an answer string.
 
-    Rules (documented in README): keep the first non-empty line; drop a leading "Answer:" /
-    "The answer is"; strip surrounding quotes, whitespace and a final period. Nothing else: no
-    span search against the context, which would mix retrieval into the metric.
+    Rules (documented in README): keep the first non-empty line; drop one leading lead-in
+    "Answer:" / "The answer is" (optionally "correct"/"final"/"short" answer, "... to this/your/the
+    question", with or without a colon); strip surrounding quotes, whitespace and a final period.
+    Nothing else: no span search against the context, which would mix retrieval into the metric.
     """
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     s = lines[0] if lines else ""

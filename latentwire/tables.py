@@ -71,6 +71,8 @@ def to_markdown(df: pd.DataFrame, title: str = "") -> str:
                 cells.append(f"{100 * v:.1f}" if pd.notna(v) else "")
             elif isinstance(v, float):
                 cells.append(f"{v:.2f}" if pd.notna(v) else "")
+            elif v is None:  # a column no file has stays None (object dtype), not NaN
+                cells.append("")
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")

@@ -19,6 +19,7 @@ from latentwire.data.prepare import DatasetArgs
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
+from latentwire.train import LatentRunArgs
 
 SPLITS = ("test", "train", "validation")
 
@@ -33,6 +34,7 @@ class WorkflowPlan:
     prompt: PromptArgs
     eval: EvalArgs
     baselines: list[str] = field(default_factory=list)
+    experiments: dict[str, LatentRunArgs] = field(default_factory=dict)
     splits: tuple[str, ...] = SPLITS
 
     @classmethod
@@ -61,7 +63,18 @@ class WorkflowPlan:
             f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
         ]
         names += ["closed"] if b.get("closed_book", True) else []
-        return cls(config, list(config["models"]), datasets, prompt, ev, names)
+        lat = config.get("latent") or {}
+        experiments = {}
+        for exp, overrides in (lat.get("experiments") or {}).items():
+            merged = _merge(
+                _merge(
+                    lat.get("defaults") or {},
+                    {"prompt": config.get("prompt") or {}, "eval": config.get("eval") or {}},
+                ),
+                overrides or {},
+            )
+            experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
+        return cls(config, list(config["models"]), datasets, prompt, ev, names, experiments)
 
     @property
     def eval_split(self) -> str:
@@ -74,6 +87,9 @@ class WorkflowPlan:
     def baseline_json(self, baseline: str) -> str:
         args = BaselineArgs(name=baseline, prompt=self.prompt, eval=self.eval)
         return json.dumps(to_dict(args), sort_keys=True)
+
+    def latent_json(self, exp: str) -> str:
+        return json.dumps(to_dict(self.experiments[exp]), sort_keys=True)
 
     # --- inputs ----------------------------------------------------------------------------
     def dataset_inputs(self, dataset: str) -> list[str]:
@@ -95,5 +111,41 @@ class WorkflowPlan:
     def baseline_datasets(self) -> list[str]:
         return [d for d, _, _ in self.baseline_cells()]
 
+    def manifests(self) -> list[str]:
+        return [f"resources/models/{m}/manifest.json" for m in self.models]
+
+    latent_variants: tuple[str, ...] = ("latent", "shuffled", "zero", "int8")
+
+    def latent_eval_outputs(self, dataset: str, exp: str) -> list[str]:
+        return [
+            f"results/latent/{dataset}/{exp}/eval/{m}/{s}/metrics.json"
+            for m in self.models
+            for s in self.latent_variants
+        ]
+
+    def table_metrics(self) -> list[str]:
+        files = self.baseline_metrics()
+        for d in self.datasets:
+            for e in self.experiments:
+                files += self.latent_eval_outputs(d, e)
+        return files
+
+    def table_datasets(self) -> list[str]:
+        names = self.baseline_datasets()
+        for d in self.datasets:
+            for e in self.experiments:
+                names += [d] * len(self.latent_eval_outputs(d, e))
+        return names
+
     def final_outputs(self) -> list[str]:
-        return ["results/tables/baselines.csv", "results/tables/baselines.md"]
+        out = ["results/tables/results.csv", "results/tables/results.md"]
+        out += [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+        return out
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge (override wins); used to layer latent defaults under each experiment."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -171,6 +171,8 @@ def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if spec.eos_token is not None and tok.convert_tokens_to_ids(spec.eos_token) is None:
+    # Look the token up in the vocabulary: convert_tokens_to_ids maps unknown tokens to the unk id
+    # on tokenizers that have one (SmolLM2, Qwen2), which would hide a misspelled eos_token.
+    if spec.eos_token is not None and spec.eos_token not in tok.get_vocab():
         raise ModelError(f"model {spec.name!r}: eos_token {spec.eos_token!r} is not in the vocabulary")
     return LoadedModel(spec=spec, model=model, tokenizer=tok, device=dev, dtype=dtype)

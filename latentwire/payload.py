@@ -1,0 +1,35 @@
+"""Wire format of Z: honest byte counts and the quantize/dequantize round trip.
+
+Bytes on the wire are ``M × d_z × bits / 8`` plus per-slot scales (fp16) for int8, to be compared
+with the UTF-8 bytes of the text the latent replaces.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FORMATS = ("fp32", "fp16", "int8")
+
+
+def payload_bytes(n_slots: int, d_z: int, fmt: str) -> int:
+    """Bytes to send Z of ``n_slots`` × ``d_z`` in format ``fmt`` (int8 adds one fp16 scale per slot)."""
+    if fmt == "fp32":
+        return n_slots * d_z * 4
+    if fmt == "fp16":
+        return n_slots * d_z * 2
+    if fmt == "int8":
+        return n_slots * d_z + n_slots * 2
+    raise ValueError(f"unknown payload format {fmt!r}; choose from {FORMATS}")
+
+
+def roundtrip(z: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Z after encoding to ``fmt`` and decoding back (what the receiver actually gets). z: (B, M, d_z)."""
+    if fmt == "fp32":
+        return z
+    if fmt == "fp16":
+        return z.half().float()
+    if fmt == "int8":
+        scale = z.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / 127.0  # (B, M, 1), sent as fp16
+        scale = scale.half().float()
+        return (z / scale).round().clamp(-127, 127) * scale
+    raise ValueError(f"unknown payload format {fmt!r}; choose from {FORMATS}")
