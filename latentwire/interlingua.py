@@ -49,7 +49,7 @@ class Interlingua(nn.Module):
         self.names = sorted(receivers)
         self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)))
         self.adapters = nn.ModuleDict(
-            {n: build_adapter(args.adapter, args.encoder.d_z, d, rms) for n, (d, rms) in receivers.items()}
+            {_key(n): build_adapter(args.adapter, args.encoder.d_z, d, rms) for n, (d, rms) in receivers.items()}
         )
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -66,7 +66,7 @@ class Interlingua(nn.Module):
 
     def soft_tokens(self, z: torch.Tensor, name: str) -> torch.Tensor:
         """Receiver ``name``'s input embeddings for Z. Returns (B, read_slots, d_model)."""
-        return self.adapters[name](self.slots_for(z, name))
+        return self.adapters[_key(name)](self.slots_for(z, name))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every trainable tensor (encoder's own + adapters); frozen MiniLM is excluded."""
@@ -83,6 +83,11 @@ class Interlingua(nn.Module):
             raise KeyError(f"unexpected checkpoint keys: {sorted(extra)[:5]}")
         load_trainable_state_dict(self.encoder, enc)
         self.adapters.load_state_dict(ada, strict=True)
+
+
+def _key(name: str) -> str:
+    """Module-safe key for a model name (``nn.ModuleDict`` keys may not contain dots)."""
+    return name.replace(".", "_")
 
 
 def mean_pairwise_cosine(z: torch.Tensor) -> float:

@@ -1,0 +1,116 @@
+"""Evaluation: example selection, what a model may see, row wiring and the summary metrics."""
+
+import pandas as pd
+import pytest
+import torch
+
+from latentwire.baselines import text_prompt_maker
+from latentwire.batching import collate
+from latentwire.config import ConfigError, from_dict
+from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples, summarize
+from latentwire.metrics import postprocess_answer
+from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
+
+
+def test_model_view_keeps_question_and_context_only():
+    ex = {"id": "a", "question": "q?", "context": "c.", "answers": ["x"], "title": "T"}
+    assert model_view(ex) == {"question": "q?", "context": "c."}
+
+
+def _frame(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(n)],
+            "question": ["q"] * n,
+            "context": ["c"] * n,
+            "answers": [[f"a{i}", 7] for i in range(n)],
+        }
+    )
+
+
+def test_select_examples_is_a_seeded_subset():
+    df = _frame()
+    first = [r["id"] for r in select_examples(df, EvalArgs(n_examples=3, seed=0))]
+    assert first == [r["id"] for r in select_examples(df, EvalArgs(n_examples=3, seed=0))]
+    assert first == df.sample(frac=1.0, random_state=0).head(3)["id"].tolist()
+    assert len(set(first)) == 3
+    others = {tuple(r["id"] for r in select_examples(df, EvalArgs(n_examples=6, seed=s))) for s in range(5)}
+    assert len(others) > 1  # the seed changes the order
+
+
+def test_select_all_keeps_file_order_and_stringifies_answers():
+    rows = select_examples(_frame(), EvalArgs(n_examples=0))
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(6)]
+    assert rows[2]["answers"] == ["a2", "7"]
+
+
+def test_eval_args_validate():
+    with pytest.raises(ConfigError, match="^eval: batch_size and max_new_tokens must be >= 1"):
+        from_dict(EvalArgs, {"max_new_tokens": 0}, where="eval")
+    with pytest.raises(ConfigError, match="^eval: "):
+        from_dict(EvalArgs, {"n_examples": -1}, where="eval")
+
+
+def _row(pred, em, f1, rank, first, prefill, decode, **extra):
+    return {
+        "prediction": pred,
+        "em": em,
+        "f1": f1,
+        "nll_per_token": 2.0,
+        "first_token_rank": rank,
+        "first_token": first,
+        "prefill_s": prefill,
+        "decode_s_per_token": decode,
+        "batch_size": 2,
+        **extra,
+    }
+
+
+def test_summarize_by_hand():
+    facts = {"content_positions": 8, "text_content_tokens": 40, "prompt_tokens": 50}
+    rows = [
+        _row("a", 1.0, 1.0, 0, 5, 0.010, 0.001, **facts),
+        _row("a", 0.0, 0.5, 3, 5, 0.010, 0.001, **facts),  # same batch as row 0: same timings
+        _row("b", 0.0, 0.0, 9, 6, 0.030, 0.003, **facts),
+    ]
+    s = summarize(rows)
+    assert s["n"] == 3
+    assert s["em"] == pytest.approx(1 / 3) and s["f1"] == pytest.approx(0.5)
+    assert s["first_token_top1"] == pytest.approx(1 / 3) and s["first_token_top5"] == pytest.approx(2 / 3)
+    assert s["compression"] == 5.0 and s["content_positions"] == 8
+    # Timings are summarised over the two batches, not the three rows.
+    assert s["prefill_ms"]["median"] == pytest.approx(20.0) and s["prefill_ms"]["mean"] == pytest.approx(20.0)
+    assert s["decode_ms_per_token"]["median"] == pytest.approx(2.0)
+    assert s["unique_predictions"] == 2 and s["unique_prediction_ratio"] == pytest.approx(2 / 3)
+    assert s["unique_first_tokens"] == 2 and s["batch_size"] == 2
+    assert "model" not in s  # only with a loaded model
+
+
+def test_evaluate_rows_match_direct_scoring(tiny_lm):
+    """One example through evaluate() equals prompt maker + collate + answer_logits by hand."""
+    ex = {
+        "id": "q0",
+        "question": "Who won Super Bowl 50?",
+        "context": "Denver Broncos defeated the Carolina Panthers 24 to 10.",
+        "answers": ["Denver Broncos", "Broncos"],
+    }
+    args = PromptArgs()
+    maker = text_prompt_maker(tiny_lm, args, "text")
+    rows, summary = evaluate(
+        tiny_lm, [ex], maker, args, EvalArgs(batch_size=1, max_new_tokens=4, device="cpu")
+    )
+    (row,) = rows
+    eos = eos_id(tiny_lm.tokenizer)
+    gold = answer_ids(ex["answers"][0], tiny_lm.tokenizer, args, tiny_lm.uses_chat_template, eos)
+    assert gold[-1] == eos  # answers are supervised up to and including the end token
+    prompts, _ = maker([model_view(ex)])
+    batch = collate(tiny_lm.model, prompts, [gold])
+    logits = answer_logits(tiny_lm.model, batch)
+    assert row["nll_per_token"] == pytest.approx(answer_nll(logits, batch.answer_ids).item(), abs=1e-5)
+    assert row["first_token_rank"] == first_token_ranks(logits, batch.answer_ids).item()
+    assert row["prediction"] == postprocess_answer(row["raw"])
+    assert row["gen_tokens"] <= 4 and row["batch_size"] == 1
+    assert summary["model"] == tiny_lm.spec.name and summary["dtype"] == "float32"
+    assert summary["device"] == "cpu" and summary["n"] == 1
+    assert torch.isfinite(torch.tensor(summary["nll_per_token"]))

@@ -1,0 +1,108 @@
+"""Prefill-shared generation: cache path == full forward, greedy == argmax loop, eos handling."""
+
+import torch
+
+from latentwire.batching import collate, embed_ids, pad_answers
+from latentwire.generation import generate_and_score
+from latentwire.scoring import answer_logits
+
+PROMPTS = [
+    "Question: What is the capital of France? Context: Paris is the capital and largest city of France.",
+    "Super Bowl 50",
+    "The quick brown fox jumps over the lazy dog. Denver Broncos defeated the Carolina Panthers.",
+]
+ANSWERS = ["Paris", "Denver Broncos 24 to 10", "the lazy dog"]
+NO_EOS = {-1}  # an id no model produces: generation runs the full max_new_tokens
+
+
+def _ids(lm, text: str) -> list[int]:
+    return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _prompt_batch(lm, idx: list[int]):
+    return collate(lm.model, [embed_ids(lm.model, _ids(lm, PROMPTS[i]), lm.device) for i in idx])
+
+
+def _greedy_no_cache(lm, ids: list[int], steps: int) -> tuple[list[int], torch.Tensor]:
+    """Reference decoder: recompute the whole sequence at every step, no cache, no padding.
+
+    Returns the greedy tokens and the logits that chose them, (steps, V)."""
+    ids, out, logits = list(ids), [], []
+    for _ in range(steps):
+        last = lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]  # (V,)
+        out.append(int(last.argmax()))
+        logits.append(last)
+        ids.append(out[-1])
+    return out, torch.stack(logits)
+
+
+class _RecordingModel:
+    """Calls the model and keeps the last-column logits of every forward, (B, V) each."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.logits = model, []
+
+    def __call__(self, **kwargs):
+        out = self.model(**kwargs)
+        self.logits.append(out.logits[:, -1].float())
+        return out
+
+
+def test_cached_answer_logits_equal_the_full_forward(tiny_lm):
+    """generate_and_score scores gold answers through the prefilled cache; it must match one forward."""
+    idx = [0, 1, 2]
+    eos = tiny_lm.tokenizer.eos_token_id
+    answers = [_ids(tiny_lm, " " + ANSWERS[i]) + [eos] for i in idx]
+    gold = pad_answers(answers, tiny_lm.device)  # (B, A)
+    gen = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, idx), 2, NO_EOS, gold)
+    prompts = [embed_ids(tiny_lm.model, _ids(tiny_lm, PROMPTS[i]), tiny_lm.device) for i in idx]
+    full = answer_logits(tiny_lm.model, collate(tiny_lm.model, prompts, answers))  # (B, A, V)
+    assert gen.answer_logits.shape == full.shape
+    valid = gold != -100  # past an answer's end both paths predict from padding; only real columns count
+    torch.testing.assert_close(gen.answer_logits[valid], full[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_greedy_equals_argmax_loop_without_cache(tiny_lm, family):
+    """Every decode step through the cache (left-padded batch) equals a full recomputation alone."""
+    steps = 5
+    recorder = _RecordingModel(tiny_lm.model)
+    gen = generate_and_score(recorder, _prompt_batch(tiny_lm, [0, 1, 2]), steps, NO_EOS)
+    assert gen.answer_logits is None
+    assert gen.decode_steps == steps - 1 and len(recorder.logits) == steps  # prefill + 4 decode calls
+    for i in range(3):
+        tokens, logits = _greedy_no_cache(tiny_lm, _ids(tiny_lm, PROMPTS[i]), steps)
+        assert gen.tokens[i] == tokens
+        # Logits, not just argmaxes: a random tiny model's argmax survives small position/mask errors.
+        cached = torch.stack([step[i] for step in recorder.logits])  # (steps, V)
+        torch.testing.assert_close(cached, logits, atol=1e-5, rtol=1e-4)
+    if family == "qwen2":
+        # The tied-embedding tiny Llama greedily repeats its last token; the untied Qwen2 does not.
+        assert all(len(set(t)) >= 3 for t in gen.tokens)
+
+
+def test_left_padding_invariance_of_generation(tiny_lm):
+    """An example decodes to the same tokens alone and inside a batch with longer prompts."""
+    batch = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [2, 1, 0]), 6, NO_EOS)
+    for row, i in enumerate([2, 1, 0]):
+        alone = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [i]), 6, NO_EOS)
+        assert batch.tokens[row] == alone.tokens[0]
+
+
+def test_eos_stops_a_row_and_is_stripped(tiny_lm):
+    free = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0, 1]), 6, NO_EOS).tokens
+    # Use row 0's third token as "eos": row 0 must stop before it; row 1 must go on unless it also hits it.
+    stop = free[0][2]
+    cut = [t[: t.index(stop)] if stop in t else t for t in free]
+    assert len(cut[0]) <= 2
+    gen = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0, 1]), 6, {stop})
+    assert gen.tokens == cut
+    assert all(stop not in t for t in gen.tokens)
+
+
+def test_all_rows_stopping_ends_decoding_early(tiny_lm):
+    first = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0]), 1, NO_EOS)
+    assert len(first.tokens[0]) == 1 and first.decode_steps == 0
+    gen = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0]), 8, {first.tokens[0][0]})
+    assert gen.tokens == [[]]  # the very first token was eos: nothing kept, no decode step run
+    assert gen.decode_steps == 0
+    assert gen.prefill_s > 0 and gen.decode_s >= 0

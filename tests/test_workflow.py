@@ -1,0 +1,140 @@
+"""The Snakemake workflow, run as a subprocess: lint, dry runs, parse-time validation, and one
+full run of the tiny ``.test`` scenario (about 1-2 minutes on 2 CPU cores)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+BASELINE_CELLS = 8  # .test: 2 tiny models x (text, budget-8, budget-16, closed) on one dataset
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m snakemake -s workflow/Snakefile ARGS``; stdout and stderr come back together."""
+    env = {
+        **os.environ,
+        # Rules call the `latentwire` console script: it lives next to this interpreter.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+    )
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The ``Job stats`` table of a (dry) run as {rule: count}, without the total."""
+    lines = output.split("Job stats:", 1)[1].splitlines()
+    stats = {}
+    for line in lines[3:]:  # skip the header and the dashes
+        m = re.fullmatch(r"(\S+)\s+(\d+)", line.strip())
+        if not m:
+            break
+        stats[m.group(1)] = int(m.group(2))
+    stats.pop("total")
+    return stats
+
+
+def copy_scenario(dest: Path) -> Path:
+    """A copy of the .test scenario's inputs (config and data), without any results."""
+    for sub in ("config", "data"):
+        shutil.copytree(REPO / ".test" / sub, dest / sub)
+    return dest
+
+
+def test_lint_is_clean():
+    res = snakemake("--lint")
+    assert res.returncode == 0, res.stdout
+    assert "Congratulations, your workflow is in a good condition!" in res.stdout
+
+
+def test_dry_run_of_the_main_config():
+    res = snakemake("-n", "--nolock")
+    assert res.returncode == 0, res.stdout
+    assert "This was a dry-run" in res.stdout or "Nothing to be done" in res.stdout
+
+
+def test_config_typo_fails_at_parse_time(tmp_path):
+    work = copy_scenario(tmp_path)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["eval"]["batch_sizee"] = cfg["eval"].pop("batch_size")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--directory", str(work))
+    assert res.returncode != 0
+    assert "eval.batch_sizee: unknown key" in res.stdout
+    assert "Job stats" not in res.stdout  # nothing was scheduled
+
+
+@pytest.fixture(scope="module")
+def test_run(tmp_path_factory) -> Path:
+    """The .test scenario, run once end to end in a temporary folder."""
+    work = copy_scenario(tmp_path_factory.mktemp("dot-test"))
+    res = snakemake("--directory", str(work), "--cores", "2", timeout=1200)
+    assert res.returncode == 0, res.stdout[-5000:]
+    return work
+
+
+def test_full_run_writes_the_table_and_provenance(test_run):
+    metrics = sorted((test_run / "results").rglob("metrics.json"))
+    baselines = sorted((test_run / "results" / "baselines").rglob("metrics.json"))
+    assert len(baselines) == BASELINE_CELLS
+    (table,) = sorted((test_run / "results" / "tables").glob("*.csv"))
+    df = pd.read_csv(table)
+    assert len(df) == len(metrics)
+    assert (df["system"].isin(["text", "budget-8", "budget-16", "closed"])).sum() == BASELINE_CELLS
+    assert set(df["model"]) == {"tiny-llama", "tiny-qwen2"} and set(df["dataset"]) == {"squad"}
+    assert table.with_suffix(".md").is_file()
+    for path in metrics:
+        m = json.loads(path.read_text())
+        prov = m["provenance"]
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["git_revision"]), path
+        assert isinstance(prov["config"], dict) and prov["config"], path
+        assert {"torch", "transformers", "latentwire"} <= set(prov["packages"]), path
+        assert m["n"] > 0 and 0.0 <= m["f1"] <= 1.0
+    for path in baselines:
+        m = json.loads(path.read_text())
+        assert m["system"] == path.parent.name == m["provenance"]["config"]["baseline"]["name"]
+        assert m["model"] == path.parent.parent.name
+        rows = [json.loads(line) for line in path.with_name("predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == m["n"]
+
+
+def test_second_invocation_has_nothing_to_do(test_run):
+    res = snakemake("-n", "--directory", str(test_run))
+    assert res.returncode == 0, res.stdout
+    assert "Nothing to be done" in res.stdout, res.stdout[-3000:]
+
+
+def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
+    override = tmp_path / "override.yaml"  # --configfile values override the Snakefile's configfile
+    override.write_text(yaml.safe_dump({"baselines": {"budgets": [8, 12]}}))
+    res = snakemake("-n", "--directory", str(test_run), "--configfile", str(override))
+    assert res.returncode == 0, res.stdout
+    stats = job_stats(res.stdout)
+    assert stats.pop("baseline") == 2  # budget-12, once per model
+    assert stats.pop("all") == 1
+    (table_rule,) = stats  # plus the table, and nothing else
+    assert "table" in table_rule and stats[table_rule] == 1
+    outputs = {
+        path
+        for line in res.stdout.splitlines()
+        if line.strip().startswith("output:")
+        for path in line.split(":", 1)[1].strip().split(", ")
+    }
+    assert {p for p in outputs if p.startswith("results/baselines/")} == {
+        f"results/baselines/squad/{model}/budget-12/{name}"
+        for model in ("tiny-llama", "tiny-qwen2")
+        for name in ("predictions.jsonl", "metrics.json")
+    }
