@@ -31,11 +31,15 @@ def latent_prompts(
 ) -> list[torch.Tensor]:
     """Per-example prompt embeddings (T_i, d) with Z's soft tokens in the content slot."""
     soft = interlingua.soft_tokens(z, lm.spec.name).to(lm.dtype)  # (B, S, d)
-    out = []
+    # When the latent replaces question + context, the scaffold is the same for every example:
+    # render and embed it once per batch (the chat template is the slow part of a training step).
+    shared = prompt_args.replaces == "question_context"
+    out, scaffold = [], None
     for i, v in enumerate(views):
-        p = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent")
-        pre = embed_ids(lm.model, p.prefix, lm.device)
-        suf = embed_ids(lm.model, p.suffix, lm.device)
+        if scaffold is None or not shared:
+            p = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent")
+            scaffold = (embed_ids(lm.model, p.prefix, lm.device), embed_ids(lm.model, p.suffix, lm.device))
+        pre, suf = scaffold
         out.append(torch.cat([pre, soft[i], suf], dim=0))  # (T_i, d)
     return out
 

@@ -32,16 +32,23 @@ PromptKind = Literal["text", "budget", "closed", "latent"]
 class PromptArgs:
     """Layout of every prompt. ``replaces`` says which part a latent (or a budget) stands in for."""
 
+    # Defaults tuned on 24 SQuAD dev questions (text F1: Qwen2.5-Coder-0.5B 0.33 -> 0.42,
+    # SmolLM2-135M 0.14 -> 0.18): a terse extraction instruction in the system prompt AND after
+    # the content, plus an "Answer:" anchor, stop the small models from answering in sentences.
     system_prompt: str = (
-        "Answer the question with a short phrase copied from the context. "
-        "Reply with the answer only, no full sentence."
+        "You extract answers from a context. Reply with only the shortest exact phrase from the "
+        "context that answers the question: a few words, never a full sentence, no explanation."
     )
     replaces: Literal["question_context", "context"] = "question_context"
+    # question FIRST, so a token budget (first M content tokens) keeps the question
     content_template: str = "Question: {question}\nContext: {context}"
     closed_book_template: str = "Question: {question}"
-    user_template: str = "{content}"  # may hold {question} only when replaces == "context"
-    answer_prefix: str = ""  # anchor text after the generation prompt (e.g. "Answer:" for plain)
-    plain_template: str = "{system}\n\n{user}\nAnswer:"  # for models without a chat template
+    # may hold {question} only when replaces == "context"; text after {content} is part of the suffix
+    user_template: str = "{content}\n\nAnswer with the exact phrase from the context, nothing else."
+    # anchor after the generation prompt; one ending in ":" makes answers start with a space
+    answer_prefix: str = "Answer:"
+    # for models without a chat template; the anchor (answer_prefix) is appended after it
+    plain_template: str = "{system}\n\n{user}\n"
     bos: Literal["auto", "always", "never"] = "auto"  # auto: as the chat template renders; plain: add
 
     def validate(self) -> None:
@@ -149,7 +156,8 @@ def eos_id(tok, eos_token: str | None = None) -> int:
 def answer_ids(answer: str, tok, args: PromptArgs, chat: bool, eos: int) -> list[int]:
     """Ids of the gold answer as the model should produce them after the anchor, ending in ``eos``.
 
-    Plain templates end with "Answer:", so the answer carries a leading space there.
+    After an anchor ending in ":" (the default "Answer:") and on the plain path the answer carries
+    a leading space, as the tokenizer sees it in running text ("Answer: Paris").
     """
     text = answer.strip()
     if not chat or args.answer_prefix.endswith(":"):
