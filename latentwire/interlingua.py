@@ -49,7 +49,10 @@ class Interlingua(nn.Module):
         self.names = sorted(receivers)
         self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)))
         self.adapters = nn.ModuleDict(
-            {_key(n): build_adapter(args.adapter, args.encoder.d_z, d, rms) for n, (d, rms) in receivers.items()}
+            {
+                _key(n): build_adapter(args.adapter, args.encoder.d_z, d, rms)
+                for n, (d, rms) in receivers.items()
+            }
         )
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
