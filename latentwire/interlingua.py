@@ -47,6 +47,8 @@ class Interlingua(nn.Module):
         super().__init__()
         self.args = args
         self.names = sorted(receivers)
+        if len({_key(n) for n in self.names}) != len(self.names):
+            raise ValueError(f"receiver names {self.names} map to the same adapter key (dots become '_')")
         self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)))
         self.adapters = nn.ModuleDict(
             {
@@ -74,7 +76,8 @@ class Interlingua(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every trainable tensor (encoder's own + adapters); frozen MiniLM is excluded."""
         sd = {f"encoder.{k}": v for k, v in trainable_state_dict(self.encoder).items()}
-        sd.update({f"adapters.{k}": v for k, v in self.adapters.state_dict().items()})
+        # cloned like the encoder's part: a snapshot, not views that change as training goes on
+        sd.update({f"adapters.{k}": v.detach().clone() for k, v in self.adapters.state_dict().items()})
         return sd
 
     def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:

@@ -29,7 +29,8 @@ def roundtrip(z: torch.Tensor, fmt: str) -> torch.Tensor:
     if fmt == "fp16":
         return z.half().float()
     if fmt == "int8":
-        scale = z.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / 127.0  # (B, M, 1), sent as fp16
+        # (B, M, 1), sent as fp16: clamp to fp16's smallest normal, or tiny slots underflow to 0 → NaN
+        scale = (z.abs().amax(dim=-1, keepdim=True) / 127.0).clamp(min=torch.finfo(torch.float16).tiny)
         scale = scale.half().float()
         return (z / scale).round().clamp(-127, 127) * scale
     raise ValueError(f"unknown payload format {fmt!r}; choose from {FORMATS}")

@@ -19,6 +19,7 @@ from latentwire.data.prepare import DatasetArgs
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
+from latentwire.stats import StatsArgs
 from latentwire.train import LatentRunArgs
 
 SPLITS = ("test", "train", "validation")
@@ -36,6 +37,7 @@ class WorkflowPlan:
     baselines: list[str] = field(default_factory=list)
     experiments: dict[str, LatentRunArgs] = field(default_factory=dict)
     splits: tuple[str, ...] = SPLITS
+    stats: StatsArgs = field(default_factory=StatsArgs)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -74,7 +76,8 @@ class WorkflowPlan:
                 overrides or {},
             )
             experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
-        return cls(config, list(config["models"]), datasets, prompt, ev, names, experiments)
+        stats = from_dict(StatsArgs, config.get("stats") or {}, where="stats")
+        return cls(config, list(config["models"]), datasets, prompt, ev, names, experiments, stats=stats)
 
     @property
     def eval_split(self) -> str:
@@ -90,6 +93,9 @@ class WorkflowPlan:
 
     def latent_json(self, exp: str) -> str:
         return json.dumps(to_dict(self.experiments[exp]), sort_keys=True)
+
+    def stats_json(self) -> str:
+        return json.dumps(to_dict(self.stats), sort_keys=True)
 
     # --- inputs ----------------------------------------------------------------------------
     def dataset_inputs(self, dataset: str) -> list[str]:
@@ -137,10 +143,33 @@ class WorkflowPlan:
                 names += [d] * len(self.latent_eval_outputs(d, e))
         return names
 
+    def joint_files(self) -> list[str]:
+        return [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+
+    def joint_datasets(self) -> list[str]:
+        return [d for d in self.datasets for _ in self.experiments]
+
+    def train_logs(self) -> list[str]:
+        return [
+            f"results/latent/{d}/{e}/train/train_log.jsonl" for d in self.datasets for e in self.experiments
+        ]
+
+    def train_labels(self) -> list[str]:
+        return [f"{d}/{e}" for d in self.datasets for e in self.experiments]
+
+    # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
+    stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
+    figure_names: tuple[str, ...] = ("f1_vs_m", "latency", "payload", "training")
+
+    def report_outputs(self) -> list[str]:
+        out = [f"results/tables/{name}" for name in self.stats_tables] + ["results/tables/stats.json"]
+        out += [f"results/figures/{f}.{ext}" for f in self.figure_names for ext in ("png", "svg")]
+        return out + ["results/figures/figures.json"]
+
     def final_outputs(self) -> list[str]:
         out = ["results/tables/results.csv", "results/tables/results.md"]
-        out += [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
-        return out
+        out += self.joint_files()
+        return out + self.report_outputs()
 
 
 def _merge(base: dict, override: dict) -> dict:

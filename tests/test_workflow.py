@@ -16,6 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 BASELINE_CELLS = 8  # .test: 2 tiny models x (text, budget-8, budget-16, closed) on one dataset
+LATENT_CELLS = 8  # .test: 2 tiny models x 1 experiment x (latent, shuffled, zero, int8)
+FIGURES = ("f1_vs_m", "latency", "payload", "training")
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -90,7 +92,7 @@ def test_full_run_writes_the_table_and_provenance(test_run):
     metrics = sorted((test_run / "results").rglob("metrics.json"))
     baselines = sorted((test_run / "results" / "baselines").rglob("metrics.json"))
     assert len(baselines) == BASELINE_CELLS
-    (table,) = sorted((test_run / "results" / "tables").glob("*.csv"))
+    table = test_run / "results" / "tables" / "results.csv"
     df = pd.read_csv(table)
     assert len(df) == len(metrics)
     assert (df["system"].isin(["text", "budget-8", "budget-16", "closed"])).sum() == BASELINE_CELLS
@@ -125,8 +127,8 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
     stats = job_stats(res.stdout)
     assert stats.pop("baseline") == 2  # budget-12, once per model
     assert stats.pop("all") == 1
-    (table_rule,) = stats  # plus the table, and nothing else
-    assert "table" in table_rule and stats[table_rule] == 1
+    # plus the aggregates (results table, intervals/hypotheses, figures), once each, and nothing else
+    assert stats == {"results_table": 1, "stats_tables": 1, "table_figures": 1}
     outputs = {
         path
         for line in res.stdout.splitlines()
@@ -138,3 +140,24 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
         for model in ("tiny-llama", "tiny-qwen2")
         for name in ("predictions.jsonl", "metrics.json")
     }
+
+
+def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp_path):
+    tables, figs = test_run / "results" / "tables", test_run / "results" / "figures"
+    n_systems = len(list((test_run / "results").rglob("metrics.json")))
+    assert n_systems == BASELINE_CELLS + LATENT_CELLS
+    iv = pd.read_csv(tables / "intervals.csv")
+    assert (iv["kind"] == "mean").sum() == 4 * n_systems  # F1, EM, NLL/tok, first@1 per system
+    assert set(iv["n_resamples"]) == {1000} and set(iv["seed"]) == {0} and set(iv["alpha"]) == {0.05}
+    assert {"text", "latent:meanpool:shuffled"} <= set(iv.loc[iv["kind"] == "difference", "reference"])
+    hy = pd.read_csv(tables / "hypotheses.csv")
+    assert len(hy) == 2 * 5 + 1  # H1-H3, H5a, H5b per model, H4 once for the experiment
+    assert set(hy["status"]) <= {"met", "not met", "not evaluable"}
+    assert (tables / "intervals.md").is_file() and (tables / "hypotheses.md").is_file()
+    assert json.loads((tables / "stats.json").read_text())["stats"]["n_resamples"] == 1000
+    for name in FIGURES:
+        assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.svg").stat().st_size > 1000
+    report = tmp_path / "report.html"
+    res = snakemake("--directory", str(test_run), "--report", str(report))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert report.stat().st_size > 10_000

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-SUBCOMMANDS = ("prepare", "model", "baseline", "latent", "table")
+SUBCOMMANDS = ("prepare", "model", "baseline", "latent", "table", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

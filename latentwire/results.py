@@ -1,0 +1,174 @@
+"""Evaluation results as read back from disk, for the statistics, hypotheses and figures.
+
+Reads only results files (never checkpoints): each ``metrics.json`` with the ``predictions.jsonl``
+that the same job writes beside it, each latent experiment's ``joint.json``, and training logs
+(``train_log.jsonl``). System names follow the evaluators: ``text``, ``closed``, ``budget-M``,
+``latent:{exp}`` and its variants ``latent:{exp}:shuffled`` / ``:zero`` / ``:int8``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentwire.io import read_json, read_jsonl
+from latentwire.provenance import config_hash
+from latentwire.stats import values_by_id
+
+# Per-example metrics with a CI: key -> (label, unit, row -> value). F1/EM/first@1 in % points.
+METRICS: dict[str, tuple[str, str, Callable[[dict], float]]] = {
+    "f1": ("F1", "%", lambda r: 100.0 * r["f1"]),
+    "em": ("EM", "%", lambda r: 100.0 * r["em"]),
+    "nll_per_token": ("NLL/tok", "nats", lambda r: r["nll_per_token"]),
+    "first_token_top1": ("first@1", "%", lambda r: 100.0 * (r["first_token_rank"] < 1)),
+}
+
+
+def parse_system(system: str) -> tuple[str, str | None]:
+    """``latent:{exp}[:variant]`` -> (exp, variant or None); other systems -> ("", None)."""
+    parts = system.split(":")
+    if parts[0] != "latent" or len(parts) < 2:
+        return "", None
+    return parts[1], parts[2] if len(parts) > 2 else None
+
+
+def system_order(system: str) -> tuple[int, float, str]:
+    """Table order: text, token budgets by M, latents (variants after their system), closed book."""
+    if system == "text":
+        return (0, 0, system)
+    if system.startswith("budget-"):
+        return (1, float(system.split("-", 1)[1]), system)
+    if system == "closed":
+        return (3, 0, system)
+    return (2, 0, system)
+
+
+@dataclass
+class SystemResult:
+    """One evaluated (dataset, model, system): its summary metrics and per-example rows."""
+
+    dataset: str
+    model: str
+    system: str
+    metrics: dict[str, Any]
+    rows: list[dict] | None = None  # None when predictions were not loaded
+
+    @property
+    def exp(self) -> str:
+        return parse_system(self.system)[0]
+
+    @property
+    def is_main_latent(self) -> bool:
+        exp, variant = parse_system(self.system)
+        return bool(exp) and variant is None
+
+    @property
+    def content_positions(self) -> float | None:
+        return self.metrics.get("content_positions")
+
+    def per_example(self, metric: str) -> dict[str, float]:
+        """``{example id: value}`` of one metric of :data:`METRICS`."""
+        if self.rows is None:
+            raise ValueError(f"{self.system}: predictions were not loaded")
+        return values_by_id([r["id"] for r in self.rows], [METRICS[metric][2](r) for r in self.rows])
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The evaluation batches in order: ``{"ids", "prefill_s", "decode_s_per_token"}`` each.
+
+        Rows are written batch after batch and carry their batch's size and timings.
+        """
+        out, i, rows = [], 0, self.rows or []
+        while i < len(rows):
+            b = rows[i : i + max(1, int(rows[i]["batch_size"]))]
+            out.append(
+                {
+                    "ids": [r["id"] for r in b],
+                    "prefill_s": b[0]["prefill_s"],
+                    "decode_s_per_token": b[0]["decode_s_per_token"],
+                }
+            )
+            i += len(b)
+        return out
+
+    def run_config_without_seed(self) -> str | None:
+        """Hash of the latent run config with ``train.seed`` removed (from provenance), else None."""
+        run = (self.metrics.get("provenance") or {}).get("config", {}).get("run")
+        if not isinstance(run, dict):
+            return None
+        run = copy.deepcopy(run)
+        run.get("train", {}).pop("seed", None)
+        return config_hash(run)
+
+    @property
+    def train_seed(self) -> int | None:
+        run = (self.metrics.get("provenance") or {}).get("config", {}).get("run") or {}
+        return run.get("train", {}).get("seed")
+
+
+@dataclass
+class ResultSet:
+    """All systems of a run, and the joint-rescoring summaries of the latent experiments."""
+
+    systems: list[SystemResult] = field(default_factory=list)
+    joints: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (dataset, exp) ->
+
+    @classmethod
+    def load(
+        cls,
+        metric_files: Sequence[str | Path],
+        datasets: Sequence[str] | None = None,
+        joint_files: Sequence[str | Path] = (),
+        joint_datasets: Sequence[str] | None = None,
+        predictions: bool = True,
+    ) -> ResultSet:
+        """Read metrics files (and the ``predictions.jsonl`` beside each if ``predictions``).
+
+        ``datasets[i]`` names the dataset of ``metric_files[i]`` (as for ``latentwire table``); the
+        experiment of a ``joint.json`` comes from its provenance.
+        """
+        systems = []
+        for i, path in enumerate(metric_files):
+            m = read_json(path)
+            rows = read_jsonl(Path(path).with_name("predictions.jsonl")) if predictions else None
+            ds = datasets[i] if datasets else m.get("dataset", "")
+            systems.append(SystemResult(ds, m.get("model", ""), m["system"], m, rows))
+        joints = {}
+        for i, path in enumerate(joint_files):
+            j = read_json(path)
+            exp = j.get("provenance", {}).get("config", {}).get("exp") or Path(path).parents[1].name
+            joints[(joint_datasets[i] if joint_datasets else "", exp)] = j
+        systems.sort(key=lambda s: (s.dataset, s.model, system_order(s.system)))
+        return cls(systems, joints)
+
+    def get(self, dataset: str, model: str, system: str) -> SystemResult | None:
+        for s in self.systems:
+            if (s.dataset, s.model, s.system) == (dataset, model, system):
+                return s
+        return None
+
+    def main_latents(self) -> list[SystemResult]:
+        """The ``latent:{exp}`` systems (no control or wire-format variant)."""
+        return [s for s in self.systems if s.is_main_latent]
+
+    def datasets(self) -> list[str]:
+        return sorted({s.dataset for s in self.systems} | {d for d, _ in self.joints})
+
+    def seed_groups(self) -> list[list[SystemResult]]:
+        """Latent systems that differ only in ``train.seed`` (>= 2 seeds), grouped for seed averages.
+
+        Grouped by dataset, model, variant and the run config without its seed (from provenance).
+        """
+        groups: dict[tuple, list[SystemResult]] = {}
+        for s in self.systems:
+            key = s.run_config_without_seed()
+            if s.exp and key is not None:
+                groups.setdefault((s.dataset, s.model, parse_system(s.system)[1], key), []).append(s)
+        return [g for g in groups.values() if len({s.train_seed for s in g}) == len(g) >= 2]
+
+
+def read_train_log(path: str | Path) -> list[dict]:
+    """The records of a ``train_log.jsonl`` (one per step; validation steps carry ``val``)."""
+    return read_jsonl(path)

@@ -1,0 +1,71 @@
+"""Figures are written, as non-empty PNG and SVG files, from hand-made results (and from none)."""
+
+import pytest
+from result_files import write_system, write_train_log
+
+from latentwire import figures
+from latentwire.cli.main import main
+from latentwire.intervals import build_intervals
+from latentwire.results import ResultSet
+from latentwire.stats import StatsArgs
+
+NAMES = ("f1-vs-m", "latency", "payload", "training")
+
+
+@pytest.fixture
+def results(tmp_path):
+    files = []
+    for model in ("m1", "m2"):
+        files.append(write_system(tmp_path, model, "text", 0.6, prefill_s=0.2))
+        files += [
+            write_system(tmp_path, model, f"budget-{b}", 0.1 * b / 8, content_positions=b) for b in (8, 16)
+        ]
+        files.append(write_system(tmp_path, model, "closed", 0.05, content_positions=20))
+        for s in ("latent:e", "latent:e:shuffled", "latent:e:zero", "latent:e:int8"):
+            files.append(write_system(tmp_path, model, s, 0.3, content_positions=8, payload_bytes=256.0))
+    logs = [write_train_log(tmp_path / "latent" / "squad" / "e" / "train" / "train_log.jsonl", ["m1", "m2"])]
+    return tmp_path, files, logs
+
+
+def _figure_args(out, names=NAMES) -> list[str]:
+    argv = []
+    for name in names:
+        argv += [f"--{name}", str(out / f"{name}.png"), str(out / f"{name}.svg")]
+    return argv + ["--provenance", str(out / "figures.json")]
+
+
+def _assert_written(out):
+    for name in NAMES:
+        png, svg = out / f"{name}.png", out / f"{name}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
+        assert b"<svg" in svg.read_bytes()[:2000] and svg.stat().st_size > 5000, name
+
+
+def test_figures_cli_writes_every_figure(results):
+    root, files, logs = results
+    ivs = root / "intervals.csv"
+    build_intervals(ResultSet.load(files, ["squad"] * len(files)), StatsArgs(200)).to_csv(ivs, index=False)
+    out = root / "figures"
+    argv = ["figures", "--metrics", *map(str, files), "--datasets", *["squad"] * len(files),
+            "--intervals", str(ivs), "--train-logs", *map(str, logs), "--train-labels", "squad/e"]  # fmt: skip
+    assert main(argv + _figure_args(out)) == 0
+    _assert_written(out)
+    assert "training.svg" in (out / "figures.json").read_text()
+
+
+def test_figures_without_results_say_so_instead_of_failing(tmp_path):
+    empty = ResultSet()
+    ivs = figures.read_intervals(_empty_intervals(tmp_path))
+    figures.plot_f1_vs_m(empty, ivs, [tmp_path / "f1-vs-m.png", tmp_path / "f1-vs-m.svg"])
+    figures.plot_latency(empty, [tmp_path / "latency.png", tmp_path / "latency.svg"])
+    figures.plot_payload(empty, [tmp_path / "payload.png", tmp_path / "payload.svg"])
+    figures.plot_training({}, [tmp_path / "training.png", tmp_path / "training.svg"])
+    for name in NAMES:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+        assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:2000]
+
+
+def _empty_intervals(tmp_path):
+    path = tmp_path / "intervals.csv"
+    build_intervals(ResultSet(), StatsArgs(10)).to_csv(path, index=False)
+    return path

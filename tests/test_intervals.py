@@ -1,0 +1,45 @@
+"""The intervals table: per-system CIs, the paired deltas it states, seed means, Markdown."""
+
+import pytest
+from result_files import write_joint, write_system
+
+from latentwire.intervals import build_intervals, to_markdown
+from latentwire.results import ResultSet
+from latentwire.stats import StatsArgs
+
+ARGS = StatsArgs(n_resamples=200, seed=0)
+
+
+def test_deltas_and_seed_means(tmp_path):
+    files = [
+        write_system(tmp_path, "m1", "text", 0.5),
+        write_system(tmp_path, "m1", "budget-8", 0.2, content_positions=8),
+    ]
+    for seed, exp in enumerate(("e-s0", "e-s1")):  # same run config but train.seed: one seed group
+        files.append(
+            write_system(
+                tmp_path, "m1", f"latent:{exp}", 0.3 + 0.1 * seed, content_positions=8, train_seed=seed
+            )
+        )
+    joint = write_joint(tmp_path, "e-s0", {"m1": 0.3, "m2": 0.2}, 0.35,
+                        examples=[{"id": f"q{i:03d}", "f1_joint": 0.35} for i in range(40)])  # fmt: skip
+    rs = ResultSet.load(files, ["squad"] * len(files), [joint], ["squad"])
+    df = build_intervals(rs, ARGS)
+    f1 = df[df["metric"] == "f1"].set_index(["system", "reference"])
+    assert f1.loc[("latent:e-s0", "text"), "estimate"] == pytest.approx(-20.0)
+    assert f1.loc[("latent:e-s1", "budget-8"), "estimate"] == pytest.approx(20.0)
+    assert f1.loc[("joint:e-s0", "best single (m1)"), "estimate"] == pytest.approx(5.0)
+    seed_row = f1.loc[("latent:e-s0+e-s1", "")]
+    assert seed_row["kind"] == "seed mean" and seed_row["estimate"] == pytest.approx(35.0)
+    md = to_markdown(df, ARGS)
+    assert "### Averaged over training seeds" in md and "| squad | m1 | latent:e-s0 | text | 40 |" in md
+
+
+def test_joint_without_per_example_picks_is_a_point_estimate(tmp_path):
+    files = [write_system(tmp_path, "m1", "latent:e", 0.3, content_positions=8)]
+    joint = write_joint(tmp_path, "e", {"m1": 0.3, "m2": 0.2}, 0.32)
+    df = build_intervals(ResultSet.load(files, ["squad"], [joint], ["squad"]), ARGS)
+    row = df[df["system"] == "joint:e"].iloc[0]
+    assert row["estimate"] == pytest.approx(2.0) and row["ci_low"] != row["ci_low"]  # NaN
+    assert "aggregates only" in row["method"]
+    assert "2.0 (point)" in to_markdown(df, ARGS)

@@ -1,0 +1,109 @@
+"""Bootstrap intervals: coverage on synthetic data, paired deltas, seed aggregation, errors."""
+
+import numpy as np
+import pytest
+
+from latentwire.config import ConfigError, from_dict
+from latentwire.stats import (
+    StatsArgs,
+    bootstrap_ci,
+    paired_diff_ci,
+    paired_ratio_ci,
+    resample_indices,
+    seed_mean_ci,
+    two_sample_ratio_ci,
+    values_by_id,
+)
+
+ARGS = StatsArgs(n_resamples=1000, seed=0, alpha=0.05)
+
+
+def by_id(values) -> dict[str, float]:
+    return {f"q{i}": float(v) for i, v in enumerate(values)}
+
+
+def test_mean_ci_covers_the_true_mean_in_about_95_percent_of_samples():
+    # 200 samples of n=100 Bernoulli(0.3): a 95% CI should cover 0.3 in roughly 90-99% of them
+    # (the percentile bootstrap is slightly liberal at this n).
+    rng = np.random.default_rng(123)
+    samples = rng.binomial(1, 0.3, size=(200, 100)).astype(float)
+    covered = 0
+    for i, x in enumerate(samples):
+        iv = bootstrap_ci(x, StatsArgs(1000, seed=i, alpha=0.05))
+        assert iv.low <= iv.estimate <= iv.high
+        covered += iv.low <= 0.3 <= iv.high
+    assert 180 <= covered <= 198, covered
+
+
+def test_interval_records_its_settings_and_is_reproducible():
+    x = np.random.default_rng(0).normal(size=50)
+    a, b = bootstrap_ci(x, ARGS), bootstrap_ci(x, ARGS)
+    assert a == b
+    assert (a.n, a.n_resamples, a.seed, a.alpha) == (50, 1000, 0, 0.05)
+    assert a.estimate == pytest.approx(x.mean())
+    assert bootstrap_ci(x, StatsArgs(1000, seed=1)) != a
+    assert resample_indices(50, 1000, 0).shape == (1000, 50)
+
+
+def test_known_constant_shift_is_recovered_exactly_with_a_narrow_ci():
+    x = np.random.default_rng(1).uniform(0, 100, size=80)
+    iv = paired_diff_ci(by_id(x + 3.0), by_id(x), ARGS)
+    assert iv.estimate == pytest.approx(3.0, abs=1e-9)
+    assert iv.high - iv.low < 1e-9
+
+
+def test_paired_ci_is_narrower_than_the_separate_cis_for_correlated_systems():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 100, size=100)
+    y = x + 2.0 + rng.normal(0, 1, size=100)
+    paired = paired_diff_ci(by_id(y), by_id(x), ARGS)
+    single = bootstrap_ci(y, ARGS)
+    assert paired.low <= 2.0 <= paired.high
+    assert paired.high - paired.low < (single.high - single.low) / 5
+
+
+def test_pairing_is_by_id_not_by_position():
+    a = {"a": 1.0, "b": 2.0, "c": 3.0}
+    b = {"c": 2.0, "a": 0.0, "b": 1.0}  # same ids in another order, every one shifted by 1
+    iv = paired_diff_ci(a, b, ARGS)
+    assert iv.estimate == pytest.approx(1.0) and iv.high - iv.low < 1e-12
+
+
+def test_mismatched_or_repeated_ids_raise():
+    with pytest.raises(ValueError, match="same example ids"):
+        paired_diff_ci({"a": 1.0, "b": 2.0}, {"a": 1.0, "c": 2.0}, ARGS)
+    with pytest.raises(ValueError, match="more than once"):
+        values_by_id(["a", "a"], [1.0, 2.0])
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_ci([], ARGS)
+
+
+def test_ratios_paired_and_unpaired():
+    x = np.random.default_rng(3).uniform(1, 5, size=60)
+    iv = paired_ratio_ci(by_id(2 * x), by_id(x), ARGS)
+    assert iv.estimate == pytest.approx(2.0) and iv.high - iv.low < 1e-9
+    iv = two_sample_ratio_ci(np.full(10, 4.0), np.full(7, 2.0), ARGS, np.median)
+    assert (iv.estimate, iv.low, iv.high) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_seed_mean_averages_seed_means_and_reports_their_spread():
+    rng = np.random.default_rng(4)
+    seeds = [rng.binomial(1, p, size=200).astype(float) for p in (0.3, 0.35, 0.4)]
+    iv = seed_mean_ci(seeds, ARGS)
+    assert iv.estimate == pytest.approx(np.mean([s.mean() for s in seeds]))
+    assert iv.low < iv.estimate < iv.high
+    assert iv.detail["n_seeds"] == 3 and iv.detail["seed_sd"] > 0
+    # Averaging 3 seeds narrows the example-sampling interval relative to one seed.
+    assert iv.high - iv.low < bootstrap_ci(seeds[0], ARGS).high - bootstrap_ci(seeds[0], ARGS).low
+    independent = seed_mean_ci([seeds[0], seeds[1][:150]], ARGS, shared_examples=False)
+    assert independent.n == 350
+    with pytest.raises(ValueError, match="same number of examples"):
+        seed_mean_ci([seeds[0], seeds[1][:150]], ARGS)
+
+
+def test_stats_args_are_validated_strictly():
+    assert from_dict(StatsArgs, {}) == StatsArgs(1000, 0, 0.05)
+    with pytest.raises(ConfigError, match="stats.n_resample: unknown key"):
+        from_dict(StatsArgs, {"n_resample": 10}, where="stats")
+    with pytest.raises(ConfigError, match="alpha"):
+        from_dict(StatsArgs, {"alpha": 1.5}, where="stats")
