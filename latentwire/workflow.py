@@ -67,7 +67,12 @@ class WorkflowPlan:
         names += ["closed"] if b.get("closed_book", True) else []
         lat = config.get("latent") or {}
         experiments = {}
-        for exp, overrides in (lat.get("experiments") or {}).items():
+        named = dict(lat.get("experiments") or {})
+        for exp, overrides in expand_sweep(lat.get("sweep") or {}).items():
+            if exp in named:
+                raise ConfigError(f"latent.sweep: experiment name {exp!r} also in latent.experiments")
+            named[exp] = overrides
+        for exp, overrides in named.items():
             merged = _merge(
                 _merge(
                     lat.get("defaults") or {},
@@ -170,6 +175,42 @@ class WorkflowPlan:
         out = ["results/tables/results.csv", "results/tables/results.md"]
         out += self.joint_files()
         return out + self.report_outputs()
+
+
+#: sweep axis -> (short name for experiment ids, path of the LatentRunArgs field it sets)
+SWEEP_AXES = {
+    "encoder": ("enc", ("latent", "encoder", "name")),
+    "n_shared": ("m", ("latent", "n_shared")),
+    "d_z": ("dz", ("latent", "encoder", "d_z")),
+    "seed": ("s", ("train", "seed")),
+}
+
+
+def expand_sweep(sweep: dict) -> dict[str, dict]:
+    """Cartesian product of list-valued sweep axes -> named experiment overrides.
+
+    ``{"encoder": ["meanpool", "stq"], "n_shared": [16, 40], "seed": [0, 1]}`` gives 8 experiments
+    named like ``sweep-enc_meanpool-m_16-s_0``; each only overrides its own fields, so adding a value
+    to one axis adds jobs without touching the existing ones.
+    """
+    import itertools
+
+    unknown = sorted(set(sweep) - set(SWEEP_AXES))
+    if unknown:
+        raise ConfigError(f"latent.sweep: unknown axis {unknown}; allowed: {sorted(SWEEP_AXES)}")
+    axes = [(k, v if isinstance(v, list) else [v]) for k, v in sweep.items()]
+    out = {}
+    for combo in itertools.product(*(vals for _, vals in axes)):
+        name, overrides = "sweep", {}
+        for (axis, _), value in zip(axes, combo):
+            short, path = SWEEP_AXES[axis]
+            name += f"-{short}_{value}"
+            node = overrides
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        out[name] = overrides
+    return out
 
 
 def _merge(base: dict, override: dict) -> dict:

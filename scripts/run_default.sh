@@ -9,4 +9,5 @@ snakemake --profile profiles/local "$@"
 echo
 cat results/tables/results.md
 echo "[run_default] finished in $(( $(date +%s) - start )) s; tables in results/tables/, logs in logs/"
-echo "[run_default] HTML report: snakemake --profile profiles/local --report results/report.html"
+snakemake --profile profiles/local --report results/report.html
+echo "[run_default] HTML report: results/report.html (hypotheses, intervals, figures)"

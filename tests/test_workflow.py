@@ -161,3 +161,41 @@ def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp
     res = snakemake("--directory", str(test_run), "--report", str(report))
     assert res.returncode == 0, res.stdout[-3000:]
     assert report.stat().st_size > 10_000
+
+
+def test_sweep_expands_into_named_experiments():
+    from latentwire.workflow import expand_sweep
+
+    exps = expand_sweep({"encoder": ["meanpool", "stq"], "n_shared": [16, 40], "seed": 1})
+    assert sorted(exps) == [
+        "sweep-enc_meanpool-m_16-s_1",
+        "sweep-enc_meanpool-m_40-s_1",
+        "sweep-enc_stq-m_16-s_1",
+        "sweep-enc_stq-m_40-s_1",
+    ]
+    assert exps["sweep-enc_stq-m_40-s_1"] == {
+        "latent": {"encoder": {"name": "stq"}, "n_shared": 40},
+        "train": {"seed": 1},
+    }
+    with pytest.raises(Exception, match="unknown axis"):
+        expand_sweep({"lr": [1e-3]})
+
+
+def test_sweep_experiments_join_the_plan(tmp_path):
+    import yaml
+
+    from latentwire.workflow import WorkflowPlan
+
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg["registry"] = str(REPO / ".test" / "config" / "models.yaml")
+    cfg["latent"]["sweep"] = {"n_shared": [2, 4], "seed": [0, 1]}
+    plan = WorkflowPlan.from_config(cfg)
+    assert {e for e in plan.experiments if e.startswith("sweep-")} == {
+        "sweep-m_2-s_0",
+        "sweep-m_2-s_1",
+        "sweep-m_4-s_0",
+        "sweep-m_4-s_1",
+    }
+    assert plan.experiments["sweep-m_4-s_1"].train.seed == 1
+    assert plan.experiments["sweep-m_4-s_1"].latent.n_shared == 4
+    assert plan.experiments["sweep-m_2-s_0"].train.steps == plan.experiments["meanpool"].train.steps
