@@ -199,6 +199,8 @@ def expand_sweep(sweep: dict) -> dict[str, dict]:
     if unknown:
         raise ConfigError(f"latent.sweep: unknown axis {unknown}; allowed: {sorted(SWEEP_AXES)}")
     axes = [(k, v if isinstance(v, list) else [v]) for k, v in sweep.items()]
+    if not axes:
+        return {}  # itertools.product() of nothing is one empty combination, not none
     out = {}
     for combo in itertools.product(*(vals for _, vals in axes)):
         name, overrides = "sweep", {}

@@ -179,6 +179,17 @@ def test_sweep_expands_into_named_experiments():
     }
     with pytest.raises(Exception, match="unknown axis"):
         expand_sweep({"lr": [1e-3]})
+    assert expand_sweep({}) == {}
+
+
+def test_main_config_enables_no_latent_experiment_by_default():
+    import yaml
+
+    from latentwire.workflow import WorkflowPlan
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.yaml")
+    assert WorkflowPlan.from_config(cfg).experiments == {}
 
 
 def test_sweep_experiments_join_the_plan(tmp_path):
