@@ -29,6 +29,10 @@ from latentwire.scoring import answer_nll, first_token_ranks
 log = logging.getLogger(__name__)
 
 
+#: Share of distinct predictions below which a system counts as collapsed.
+COLLAPSE_RATIO = 0.1
+
+
 @dataclass
 class EvalArgs:
     """How examples are selected and decoded."""
@@ -135,6 +139,8 @@ def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]
     out["unique_predictions"] = len(set(preds))
     out["unique_prediction_ratio"] = len(set(preds)) / max(len(preds), 1)
     out["unique_first_tokens"] = len(set(firsts))
+    # Collapse flag (same threshold as training's default stop): one answer for (nearly) every input.
+    out["collapsed"] = bool(len(preds) >= 10 and out["unique_prediction_ratio"] < COLLAPSE_RATIO)
     if lm is not None:
         out["device"] = str(lm.device) + (
             f" ({torch.cuda.get_device_name(lm.device)})" if lm.device.type == "cuda" else ""

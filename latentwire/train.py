@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from latentwire.adapters import embedding_rms
 from latentwire.batching import collate
 from latentwire.config import to_dict
-from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
 from latentwire.interlingua import Interlingua, LatentArgs, mean_pairwise_cosine
 from latentwire.io import atomic_path, read_json, write_json
 from latentwire.latent_prompts import latent_prompt_maker, latent_prompts
@@ -49,7 +49,7 @@ class TrainArgs:
     val_examples: int = 48
     log_every: int = 10
     seed: int = 0
-    collapse_ratio: float = 0.1  # stop if the unique-prediction share on validation falls below
+    collapse_ratio: float = COLLAPSE_RATIO  # stop if the unique-prediction share on validation falls below
     collapse_after: int = 100  # ... at or after this step
 
 

@@ -114,3 +114,27 @@ def test_evaluate_rows_match_direct_scoring(tiny_lm):
     assert summary["model"] == tiny_lm.spec.name and summary["dtype"] == "float32"
     assert summary["device"] == "cpu" and summary["n"] == 1
     assert torch.isfinite(torch.tensor(summary["nll_per_token"]))
+
+
+def test_summarize_flags_collapse_only_when_predictions_are_one_answer():
+    from latentwire.evaluate import summarize
+
+    def rows(preds):
+        return [
+            {
+                "prediction": p,
+                "first_token": 1,
+                "em": 0.0,
+                "f1": 0.0,
+                "nll_per_token": 1.0,
+                "first_token_rank": 0,
+                "prefill_s": 0.1,
+                "decode_s_per_token": 0.01,
+                "batch_size": 1,
+            }
+            for p in preds
+        ]
+
+    assert summarize(rows(["same"] * 20))["collapsed"] is True
+    assert summarize(rows([f"a{i}" for i in range(20)]))["collapsed"] is False
+    assert summarize(rows(["same"] * 3))["collapsed"] is False  # too few to judge
