@@ -24,10 +24,14 @@ from latentwire.generation import generate_and_score
 from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
-from latentwire.scoring import answer_nll, first_token_ranks
+from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
 
 log = logging.getLogger(__name__)
 
+
+#: Max per-example NLL difference (nats/token) between cache scoring and the full forward that
+#: still counts as agreement (bf16 rounding differs between the two paths).
+SCORING_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
 
 #: Share of distinct predictions below which a system counts as collapsed.
 COLLAPSE_RATIO = 0.1
@@ -83,14 +87,34 @@ def evaluate(
     eos = eos_id(tok, lm.spec.eos_token)
     stop = {eos} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     rows: list[dict] = []
+    scoring: dict[str, Any] = {"method": "prefill-cache", "check_max_abs_nll_diff": None}
     for start in tqdm(range(0, len(examples), args.batch_size), desc=desc, mininterval=10):
         chunk = list(examples[start : start + args.batch_size])
         prompts, facts = make_prompts([model_view(e) for e in chunk])
         golds = [answer_ids(e["answers"][0], tok, prompt_args, chat, eos) for e in chunk]
         gold = pad_answers(golds, lm.device)  # (B, A)
-        gen = generate_and_score(lm.model, collate(lm.model, prompts), args.max_new_tokens, stop, gold)
-        nll = answer_nll(gen.answer_logits, gold).tolist()
-        ranks = first_token_ranks(gen.answer_logits, gold).tolist()
+        via_cache = scoring["method"] == "prefill-cache"
+        gen = generate_and_score(
+            lm.model, collate(lm.model, prompts), args.max_new_tokens, stop, gold if via_cache else None
+        )
+        logits = gen.answer_logits
+        if scoring["check_max_abs_nll_diff"] is None or not via_cache:
+            # Scoring through a copy of the prefill cache saves a forward, but it is only trusted
+            # once it matches the plain teacher-forced forward on the first batch (it did not on
+            # one CUDA setup); otherwise the full forward scores every batch.
+            full = answer_logits(lm.model, collate(lm.model, prompts, golds))  # (B, A, V)
+            if scoring["check_max_abs_nll_diff"] is None:
+                diff = float((answer_nll(logits, gold) - answer_nll(full, gold)).abs().max())
+                scoring["check_max_abs_nll_diff"] = diff
+                if diff > SCORING_TOLERANCE.get(lm.dtype, 0.25):
+                    log.warning(
+                        "cache scoring differs from the full forward by %.3f nats; using the full forward",
+                        diff,
+                    )
+                    scoring["method"] = "full-forward"
+            logits = full if scoring["method"] == "full-forward" else logits
+        nll = answer_nll(logits, gold).tolist()
+        ranks = first_token_ranks(logits, gold).tolist()
         B = len(chunk)
         for i, ex in enumerate(chunk):
             raw = tok.decode(gen.tokens[i], skip_special_tokens=True)
@@ -113,7 +137,7 @@ def evaluate(
             for name in ANSWER_METRICS.names():
                 row[name] = ANSWER_METRICS.get(name)(pred, ex["answers"])
             rows.append(row)
-    return rows, summarize(rows, lm)
+    return rows, {**summarize(rows, lm), "scoring": scoring}
 
 
 def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]:

@@ -138,3 +138,39 @@ def test_summarize_flags_collapse_only_when_predictions_are_one_answer():
     assert summarize(rows(["same"] * 20))["collapsed"] is True
     assert summarize(rows([f"a{i}" for i in range(20)]))["collapsed"] is False
     assert summarize(rows(["same"] * 3))["collapsed"] is False  # too few to judge
+
+
+def test_cache_scoring_is_checked_and_replaced_when_it_disagrees(tiny_lm, monkeypatch):
+    """If scoring through the prefill cache disagrees with the full forward (seen on one CUDA
+    setup), evaluate() detects it on the first batch and scores with the full forward."""
+    import latentwire.evaluate as ev
+    from latentwire.generation import generate_and_score
+
+    exs = [
+        {
+            "id": f"q{i}",
+            "question": f"Who won game {i}?",
+            "context": "Denver Broncos won 24 to 10.",
+            "answers": ["Denver Broncos"],
+        }
+        for i in range(4)
+    ]
+    args, eargs = PromptArgs(), EvalArgs(batch_size=2, max_new_tokens=3, device="cpu")
+    maker = text_prompt_maker(tiny_lm, args, "text")
+    good_rows, good = evaluate(tiny_lm, exs, maker, args, eargs)
+    assert good["scoring"]["method"] == "prefill-cache"
+    assert good["scoring"]["check_max_abs_nll_diff"] < 1e-3
+
+    def broken(*a, **k):
+        gen = generate_and_score(*a, **k)
+        if gen.answer_logits is not None:
+            gen.answer_logits = gen.answer_logits + 5 * torch.randn_like(gen.answer_logits)
+        return gen
+
+    monkeypatch.setattr(ev, "generate_and_score", broken)
+    rows, summary = evaluate(tiny_lm, exs, maker, args, eargs)
+    assert summary["scoring"]["method"] == "full-forward"
+    assert summary["scoring"]["check_max_abs_nll_diff"] > 0.1
+    assert [r["nll_per_token"] for r in rows] == pytest.approx(
+        [r["nll_per_token"] for r in good_rows], abs=1e-5
+    )
