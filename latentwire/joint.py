@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 
 from latentwire.batching import collate, pad_answers
+from latentwire.evaluate import model_view
+from latentwire.latent_prompts import latent_prompts
 from latentwire.metrics import f1_score, mean, normalize_answer
-from latentwire.prompt import answer_ids, eos_id
+from latentwire.prompt import answer_ids, content_text, eos_id
 from latentwire.scoring import answer_logits, token_logprobs
 
 
@@ -50,3 +52,24 @@ def joint_summary(rows_by_model: dict[str, list[dict]], scores: dict[str, dict[s
     out.update({"f1_joint": mean(joint_f1), "f1_oracle": mean(oracle_f1), "agreement": mean(agree), "n": n})
     out["f1_best_single"] = max(out[f"f1_{m}"] for m in models)
     return out
+
+
+@torch.no_grad()
+def rescore_jointly(
+    lms, interlingua, prompt_args, examples: list[dict], rows_by_model: dict, batch_size: int
+) -> dict:
+    """Score every receiver's prediction under every receiver (same Z), then :func:`joint_summary`.
+
+    ``rows_by_model[m]`` are receiver m's latent prediction rows in ``examples`` order.
+    """
+    names = [lm.spec.name for lm in lms]
+    scores = {s: {c: [] for c in names} for s in names}
+    for start in range(0, len(examples), batch_size):
+        chunk = [model_view(e) for e in examples[start : start + batch_size]]
+        z = interlingua.encode([content_text(v, prompt_args) for v in chunk])  # (B, M, d_z)
+        for lm in lms:
+            prompts = latent_prompts(lm, interlingua, prompt_args, chunk, z)
+            for c in names:
+                cands = [r["prediction"] for r in rows_by_model[c][start : start + batch_size]]
+                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, prompt_args)
+    return joint_summary(rows_by_model, scores)

@@ -19,11 +19,10 @@ from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
-from latentwire.joint import candidate_scores, joint_summary
-from latentwire.latent_prompts import donor_map, latent_prompt_maker, latent_prompts
+from latentwire.joint import rescore_jointly
+from latentwire.latent_prompts import donor_map, latent_prompt_maker
 from latentwire.models import load_model, load_registry
 from latentwire.payload import payload_bytes, roundtrip
-from latentwire.prompt import content_text
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
 
@@ -122,25 +121,6 @@ def run_eval(args: argparse.Namespace) -> int:
             )
             if not suffix:
                 rows_by_model[lm.spec.name] = rows
-    write_json(
-        Path(args.out_dir) / "joint.json",
-        {**_joint(lms, il, run, examples, rows_by_model), "provenance": prov},
-    )
+    joint = rescore_jointly(lms, il, run.prompt, examples, rows_by_model, run.eval.batch_size)
+    write_json(Path(args.out_dir) / "joint.json", {**joint, "provenance": prov})
     return 0
-
-
-@torch.no_grad()
-def _joint(lms, il, run, examples, rows_by_model) -> dict:
-    """Score every receiver's prediction under every receiver (same Z) and pick by summed log-prob."""
-    names = [lm.spec.name for lm in lms]
-    scores = {s: {c: [] for c in names} for s in names}
-    bs = run.eval.batch_size
-    for start in range(0, len(examples), bs):
-        chunk = [model_view(e) for e in examples[start : start + bs]]
-        z = il.encode([content_text(v, run.prompt) for v in chunk])
-        for lm in lms:
-            prompts = latent_prompts(lm, il, run.prompt, chunk, z)
-            for c in names:
-                cands = [r["prediction"] for r in rows_by_model[c][start : start + bs]]
-                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, run.prompt)
-    return joint_summary(rows_by_model, scores)
