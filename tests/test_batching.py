@@ -58,3 +58,13 @@ def test_pad_answers():
 def test_collate_keeps_prompt_dtype(tiny_lm, dtype):
     b = collate(tiny_lm.model, [_prompt(tiny_lm, 2).to(dtype)], [[1, 2]])
     assert b.inputs_embeds.dtype == dtype
+
+
+def test_collate_passes_each_prompts_gradient_through(tiny_lm):
+    """Training backpropagates through collate into the soft tokens: each prompt receives exactly
+    the gradient of its own columns."""
+    prompts = [_prompt(tiny_lm, n).detach().requires_grad_(True) for n in (3, 5)]
+    b = collate(tiny_lm.model, prompts, [[7, 8], [4]])
+    g = torch.randn_like(b.inputs_embeds)  # (2, 5 + 2, d)
+    grads = torch.autograd.grad(b.inputs_embeds, prompts, g)
+    assert torch.equal(grads[0], g[0, 2:5]) and torch.equal(grads[1], g[1, :5])
