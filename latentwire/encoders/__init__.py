@@ -1,17 +1,20 @@
-"""Text → Z encoders: ``build_encoder(args, n_slots)`` returns a module mapping list[str] → (B, M, d_z).
+"""Text → Z encoders: ``build_encoder(args, n_slots, models)`` returns a module mapping list[str] → (B, M, d_z).
 
 Importing this package registers every encoder in :data:`ENCODERS`:
-``byte`` (byte.py, trained from scratch) and ``simple-st``, ``stq``, ``meanpool`` (minilm.py, on a
-frozen all-MiniLM-L6-v2 that never enters a checkpoint). See core.py for the args and the
-trainable-only checkpoint helpers.
+``byte`` (byte.py, trained from scratch), ``simple-st``, ``stq``, ``meanpool`` (minilm.py, on a
+frozen all-MiniLM-L6-v2 that never enters a checkpoint), ``embed`` and ``lm-hidden`` (lm.py, on a
+frozen registry LLM ``source_model``, see source.py) and ``static`` (static.py, a learned Z that
+ignores the text). See core.py for the args and the trainable-only checkpoint helpers, pooling.py
+for the token → slot poolers.
 """
 
-from latentwire.encoders import byte, minilm  # noqa: F401  (registers the encoders)
+from latentwire.encoders import byte, lm, minilm, static  # noqa: F401  (registers the encoders)
 from latentwire.encoders.core import (
     ENCODERS,
     EncoderArgs,
     build_encoder,
     load_trainable_state_dict,
+    source_model_name,
     trainable_state_dict,
 )
 from latentwire.encoders.minilm import load_minilm, resolve_minilm_path
@@ -23,5 +26,6 @@ __all__ = [
     "load_minilm",
     "load_trainable_state_dict",
     "resolve_minilm_path",
+    "source_model_name",
     "trainable_state_dict",
 ]

