@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentwire.config import ConfigError, from_dict
-from latentwire.losses import LossArgs, kd_loss, masked_ce, total_loss
+from latentwire.losses import LossArgs, TopKTeacher, kd_loss, masked_ce, topk_kd_loss, total_loss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 BIG = 50.0  # logits that would dominate any value they were wrongly included in
@@ -106,6 +106,41 @@ def test_kd_counts_only_the_first_k_real_positions():
     student[1, 1] = torch.tensor([BIG, -BIG])  # would blow up the value if the padded slot counted
     padded = torch.tensor([[0, 1, 1], [0, -100, -100]])
     assert kd_loss(student, teacher, padded, tau=1.0, k=2).item() == pytest.approx(kl, abs=1e-6)
+
+
+def test_topk_kd_with_k_equal_v_is_the_full_kd():
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(2, 4, 9, generator=g), 3 * torch.randn(2, 5, 9, generator=g)
+    ids = torch.tensor([[1, 2, 3, -100], [5, -100, -100, -100]])
+    top = t.topk(9, dim=-1)  # every logit, in another order: the support is the whole vocabulary
+    teacher = TopKTeacher(top.values.half(), top.indices.int())  # as cached: float16 + int32
+    for tau, k in ((1.0, 4), (2.0, 2)):
+        want = kd_loss(s, t, ids, tau, k).item()
+        got = topk_kd_loss(s, teacher, ids, tau, k).item()
+        assert got == pytest.approx(want, rel=2e-3)  # float16 teacher values
+        exact = topk_kd_loss(s, TopKTeacher(top.values, top.indices), ids, tau, k).item()
+        assert exact == pytest.approx(want, rel=1e-5)
+
+
+def test_topk_kd_renormalises_the_teacher_and_reads_the_full_student_softmax():
+    """V=3, k=2. Teacher top-2 logits [ln3, 0] at ids [2, 0] -> p = [3/4, 1/4] (the third logit is
+    gone); a uniform student has q = 1/3 everywhere, so KL = 3/4 ln(9/4) + 1/4 ln(3/4) (> 0 although
+    the student's mass on the support is only 2/3). Position 1 is padding and must not count."""
+    student = torch.tensor([[[0.0, 0.0, 0.0], [BIG, -BIG, 0.0]]])
+    teacher = TopKTeacher(torch.tensor([[[LN3, 0.0], [0.0, 0.0]]]), torch.tensor([[[2, 0], [1, 2]]]))
+    ids = torch.tensor([[2, -100]])
+    want = 0.75 * math.log(9 / 4) + 0.25 * math.log(3 / 4)
+    assert topk_kd_loss(student, teacher, ids, tau=1.0, k=4).item() == pytest.approx(want, abs=1e-6)
+    # tau scales by tau^2 after softening both sides: p = softmax([ln3, 0] / 2), q = 1/3
+    p0 = math.sqrt(3) / (math.sqrt(3) + 1)
+    want2 = (p0 * math.log(3 * p0) + (1 - p0) * math.log(3 * (1 - p0))) * 4
+    assert topk_kd_loss(student, teacher, ids, tau=2.0, k=4).item() == pytest.approx(want2, abs=1e-6)
+    # the student's own logit order does not matter, only its values at the teacher's ids
+    shuffled = TopKTeacher(teacher.values[:, :, [1, 0]], teacher.indices[:, :, [1, 0]])
+    assert topk_kd_loss(student, shuffled, ids, 1.0, 4).item() == pytest.approx(want, abs=1e-6)
+    # and total_loss takes the cached form for w_kd (default kd_tau = 2)
+    _, parts = total_loss(LossArgs(w_answer=0.0, w_first=0.0, w_kd=2.0), student, ids, teacher)
+    assert parts == pytest.approx({"kd": 2.0 * want2}, abs=1e-5)
 
 
 def test_total_loss_weights_and_parts():

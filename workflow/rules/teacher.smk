@@ -1,0 +1,28 @@
+# Text-teacher logits for knowledge distillation: computed once per (dataset, model) on the training
+# split and cached as top-k (latentwire.teacher); only experiments with loss.w_kd > 0 read them.
+
+
+rule teacher_logits:
+    input:
+        registry=config["registry"],
+        manifest="resources/models/{model}/manifest.json",
+        data="results/data/{dataset}/train.parquet",
+    output:
+        logits="results/teacher/{dataset}/{model}/train.safetensors",
+        meta="results/teacher/{dataset}/{model}/train.json",
+    log:
+        "logs/teacher/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/teacher/{dataset}/{model}.tsv"
+    conda:
+        "../envs/latentwire.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        cfg=teacher_json,
+    shell:
+        "latentwire teacher-logits --registry {input.registry} --model {wildcards.model}"
+        " --manifest {input.manifest} --data {input.data} --config-json {params.cfg:q}"
+        " --threads {threads} --out {output.logits} --meta {output.meta} > {log} 2>&1"
