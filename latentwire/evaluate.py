@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from latentwire.batching import collate, pad_answers
 from latentwire.generation import generate_and_score
+from latentwire.kv_prefix import with_prefix
 from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
@@ -53,8 +54,9 @@ class EvalArgs:
             raise ValueError("batch_size and max_new_tokens must be >= 1, n_examples >= 0")
 
 
-#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example)
-PromptMaker = Callable[[list[dict]], tuple[list[torch.Tensor], list[dict[str, Any]]]]
+#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example), or
+#: the same plus a per-layer K/V prefix for the batch (:class:`~latentwire.kv_prefix.KVPrefix`)
+PromptMaker = Callable[[list[dict]], tuple]
 
 
 def model_view(example: dict) -> dict:
@@ -90,19 +92,22 @@ def evaluate(
     scoring: dict[str, Any] = {"method": "prefill-cache", "check_max_abs_nll_diff": None}
     for start in tqdm(range(0, len(examples), args.batch_size), desc=desc, mininterval=10):
         chunk = list(examples[start : start + args.batch_size])
-        prompts, facts = make_prompts([model_view(e) for e in chunk])
+        made = make_prompts([model_view(e) for e in chunk])
+        prompts, facts, prefix = made if len(made) == 3 else (*made, None)
         golds = [answer_ids(e["answers"][0], tok, prompt_args, chat, eos) for e in chunk]
         gold = pad_answers(golds, lm.device)  # (B, A)
         via_cache = scoring["method"] == "prefill-cache"
+        batch, kw = with_prefix(lm.model, collate(lm.model, prompts), prefix)
         gen = generate_and_score(
-            lm.model, collate(lm.model, prompts), args.max_new_tokens, stop, gold if via_cache else None
+            lm.model, batch, args.max_new_tokens, stop, gold if via_cache else None, **kw
         )
         logits = gen.answer_logits
         if scoring["check_max_abs_nll_diff"] is None or not via_cache:
             # Scoring through a copy of the prefill cache saves a forward, but it is only trusted
             # once it matches the plain teacher-forced forward on the first batch (it did not on
             # one CUDA setup); otherwise the full forward scores every batch.
-            full = answer_logits(lm.model, collate(lm.model, prompts, golds))  # (B, A, V)
+            batch, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
+            full = answer_logits(lm.model, batch, **kw)  # (B, A, V)
             if scoring["check_max_abs_nll_diff"] is None:
                 diff = float((answer_nll(logits, gold) - answer_nll(full, gold)).abs().max())
                 scoring["check_max_abs_nll_diff"] = diff

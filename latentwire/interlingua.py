@@ -17,7 +17,12 @@ from torch import nn
 
 from latentwire.adapters import AdapterArgs, build_adapter
 from latentwire.config import ConfigError
+from latentwire.coprocessor import Coprocessor, CoprocessorArgs
+from latentwire.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
+from latentwire.encoders.core import SourceModels
+from latentwire.kv_prefix import KVPrefix
+from latentwire.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 
 
 @dataclass
@@ -28,10 +33,29 @@ class LatentArgs:
     n_private: int = 8  # extra slots per receiver
     encoder: EncoderArgs = field(default_factory=EncoderArgs)
     adapter: AdapterArgs = field(default_factory=AdapterArgs)
+    # reading heads: soft tokens through inputs_embeds (shallow) and/or a per-layer K/V prefix (deep)
+    shallow: bool = True
+    deep_prefix: DeepPrefixArgs = field(default_factory=DeepPrefixArgs)
+    coprocessor: CoprocessorArgs = field(default_factory=CoprocessorArgs)  # K/V deltas on the soft tokens
+    lora: LoraArgs = field(default_factory=LoraArgs)  # scoped LoRA on the receivers (rank 0 = off)
 
     def validate(self) -> None:
         if self.n_shared < 0 or self.n_private < 0 or self.n_shared + self.n_private < 1:
             raise ConfigError("latent: n_shared + n_private must be >= 1 and both >= 0")
+        if not self.shallow and not self.deep_prefix.enabled:
+            raise ConfigError("latent: enable at least one reading head (shallow or deep_prefix.enabled)")
+        if self.coprocessor.enabled and not self.shallow:
+            raise ConfigError("latent.coprocessor: augments the soft tokens' cache; needs shallow: true")
+
+    def head_name(self) -> str:
+        """Short name of the reading-head combination, for tables: shallow, deep, shallow+deep, +lora."""
+        heads = (
+            ("shallow", self.shallow),
+            ("deep", self.deep_prefix.enabled),
+            ("coproc", self.coprocessor.enabled),
+        )
+        parts = [n for n, on in heads if on]
+        return "+".join(parts) + ("+lora" if self.lora.rank else "")
 
     def total_slots(self, n_models: int) -> int:
         return self.n_shared + n_models * self.n_private
@@ -40,22 +64,100 @@ class LatentArgs:
         return self.n_shared + self.n_private
 
 
-class Interlingua(nn.Module):
-    """Encoder + per-receiver adapters. ``receivers`` maps model name → (d_model, target_rms)."""
+@dataclass(frozen=True)
+class Receiver:
+    """What the interlingua needs to know about one frozen receiver."""
 
-    def __init__(self, args: LatentArgs, receivers: dict[str, tuple[int, float]]) -> None:
+    d_model: int  # input-embedding width
+    embed_rms: float  # target RMS of its soft tokens
+    kv: KVShape | None = None  # cache shape + K/V RMS; needed by the deep prefix
+
+
+@dataclass
+class Reading:
+    """How one receiver reads Z: soft tokens for the content slot and/or a per-layer K/V prefix."""
+
+    soft: torch.Tensor | None  # (B, S, d_model) or None when the shallow head is off
+    prefix: KVPrefix | None  # keys/values (B, H_kv, S, D) per layer, or None
+    slots: torch.Tensor | None = None  # (B, S, d_z) the slots read (the coprocessor's input)
+
+
+class Interlingua(nn.Module):
+    """Encoder + per-receiver reading heads (adapters, deep-prefix generators).
+
+    ``receivers`` maps model name → :class:`Receiver` (or a ``(d_model, embed_rms)`` tuple).
+    Receiver LoRA tensors live inside the receiver models; :meth:`attach_lora` registers them so
+    they join :meth:`trainable_parameters` and the checkpoint.
+    """
+
+    def __init__(
+        self,
+        args: LatentArgs,
+        receivers: dict[str, Receiver | tuple[int, float]],
+        models: SourceModels | None = None,  # loaded models by name, for an encoder's source_model
+    ) -> None:
         super().__init__()
+        args.validate()
         self.args = args
+        receivers = {n: r if isinstance(r, Receiver) else Receiver(*r) for n, r in receivers.items()}
         self.names = sorted(receivers)
         if len({_key(n) for n in self.names}) != len(self.names):
             raise ValueError(f"receiver names {self.names} map to the same adapter key (dots become '_')")
-        self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)))
+        self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)), models)
+        d_z = args.encoder.d_z
         self.adapters = nn.ModuleDict(
-            {
-                _key(n): build_adapter(args.adapter, args.encoder.d_z, d, rms)
-                for n, (d, rms) in receivers.items()
-            }
+            {_key(n): build_adapter(args.adapter, d_z, r.d_model, r.embed_rms) for n, r in receivers.items()}
+            if args.shallow
+            else {}
         )
+        self.deep = nn.ModuleDict()
+        if args.deep_prefix.enabled:
+            for n, r in receivers.items():
+                if r.kv is None:
+                    raise ValueError(f"receiver {n!r}: the deep prefix needs its KV shape (Receiver.kv)")
+                self.deep[_key(n)] = DeepPrefix(args.deep_prefix, d_z, r.kv)
+        self.coproc = nn.ModuleDict()
+        if args.coprocessor.enabled:
+            for n, r in receivers.items():
+                if r.kv is None:
+                    raise ValueError(f"receiver {n!r}: the coprocessor needs its KV shape (Receiver.kv)")
+                self.coproc[_key(n)] = Coprocessor(args.coprocessor, d_z, r.d_model, r.kv)
+        self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
+
+    def attach_lora(self, name: str, model: nn.Module) -> None:
+        """Register receiver ``name``'s model, whose ``lora_`` tensors this interlingua trains and saves."""
+        self._lora[name] = model
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Everything the optimizer updates: encoder, reading heads and receiver LoRA tensors."""
+        own = [p for p in self.parameters() if p.requires_grad]
+        lora = [p for n in sorted(self._lora) for k, p in self._lora[n].named_parameters() if "lora_" in k]
+        return own + lora
+
+    def read(self, z: torch.Tensor, name: str) -> Reading:
+        """Receiver ``name``'s view of Z (B, M, d_z) through every enabled reading head."""
+        slots = self.slots_for(z, name)  # (B, S, d_z)
+        key = _key(name)
+        soft = self.adapters[key](slots) if self.args.shallow else None
+        prefix = self.deep[key](slots) if self.args.deep_prefix.enabled else None
+        return Reading(soft, prefix, slots)
+
+    def coprocess(self, name: str, slots: torch.Tensor, hidden: torch.Tensor | None) -> dict[int, tuple]:
+        """Receiver ``name``'s coprocessor deltas {layer: (ΔK, ΔV)} for its soft tokens."""
+        return self.coproc[_key(name)](slots, hidden)
+
+    def diagnostics(self) -> dict:
+        """Per-receiver RMS of the last coprocessor deltas per layer (empty without a coprocessor)."""
+        return {
+            n: {str(layer): v for layer, v in self.coproc[_key(n)].last_delta_rms.items()}
+            for n in self.names
+            if _key(n) in self.coproc
+        }
+
+    def positions(self) -> int:
+        """Prompt positions the latent occupies in each receiver (soft tokens + deep prefix length)."""
+        S = self.args.read_slots()
+        return S * int(self.args.shallow) + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Z for a batch of content texts. Returns (B, M, d_z)."""
@@ -74,21 +176,45 @@ class Interlingua(nn.Module):
         return self.adapters[_key(name)](self.slots_for(z, name))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every trainable tensor (encoder's own + adapters); frozen MiniLM is excluded."""
+        """Every trainable tensor (encoder's own, adapters, deep-prefix generators, receiver LoRA);
+        frozen text models are excluded."""
         sd = {f"encoder.{k}": v for k, v in trainable_state_dict(self.encoder).items()}
         # cloned like the encoder's part: a snapshot, not views that change as training goes on
-        sd.update({f"adapters.{k}": v.detach().clone() for k, v in self.adapters.state_dict().items()})
+        for part in ("adapters", "deep", "coproc"):
+            sd.update(
+                {f"{part}.{k}": v.detach().clone() for k, v in getattr(self, part).state_dict().items()}
+            )
+        for name, model in self._lora.items():
+            sd.update({f"lora.{_key(name)}.{k}": v for k, v in lora_state_dict(model).items()})
         return sd
 
     def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         """Strict inverse of :meth:`trainable_state_dict`."""
-        enc = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-        ada = {k[len("adapters.") :]: v for k, v in sd.items() if k.startswith("adapters.")}
-        extra = set(sd) - {f"encoder.{k}" for k in enc} - {f"adapters.{k}" for k in ada}
-        if extra:
-            raise KeyError(f"unexpected checkpoint keys: {sorted(extra)[:5]}")
-        load_trainable_state_dict(self.encoder, enc)
-        self.adapters.load_state_dict(ada, strict=True)
+        split: dict[str, dict[str, torch.Tensor]] = {
+            "encoder": {},
+            "adapters": {},
+            "deep": {},
+            "coproc": {},
+            "lora": {},
+        }
+        for k, v in sd.items():
+            part, _, rest = k.partition(".")
+            if part not in split:
+                raise KeyError(f"unexpected checkpoint keys: {k}")
+            split[part][rest] = v
+        load_trainable_state_dict(self.encoder, split["encoder"])
+        self.adapters.load_state_dict(split["adapters"], strict=True)
+        self.deep.load_state_dict(split["deep"], strict=True)
+        self.coproc.load_state_dict(split["coproc"], strict=True)
+        lora_keys = {_key(n) for n in self._lora}
+        seen = {k.partition(".")[0] for k in split["lora"]}
+        if seen != lora_keys:
+            raise KeyError(f"checkpoint LoRA receivers {sorted(seen)} != attached {sorted(lora_keys)}")
+        for name, model in self._lora.items():
+            pre = _key(name) + "."
+            load_lora_state_dict(
+                model, {k[len(pre) :]: v for k, v in split["lora"].items() if k.startswith(pre)}
+            )
 
 
 def _key(name: str) -> str:

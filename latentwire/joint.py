@@ -12,20 +12,24 @@ import torch
 
 from latentwire.batching import collate, pad_answers
 from latentwire.evaluate import model_view
-from latentwire.latent_prompts import latent_prompts
+from latentwire.kv_prefix import KVPrefix, with_prefix
+from latentwire.latent_prompts import latent_inputs
 from latentwire.metrics import f1_score, mean, normalize_answer
 from latentwire.prompt import answer_ids, content_text, eos_id
 from latentwire.scoring import answer_logits, token_logprobs
 
 
 @torch.no_grad()
-def candidate_scores(lm, prompts: list[torch.Tensor], candidates: list[str], prompt_args) -> list[float]:
-    """Mean log-prob per token of each candidate (incl. end token) given its prompt. Returns B floats."""
+def candidate_scores(
+    lm, prompts: list[torch.Tensor], candidates: list[str], prompt_args, prefix: KVPrefix | None = None
+) -> list[float]:
+    """Mean log-prob per token of each candidate (incl. end token) given its prompt (and the batch's
+    deep prefix, if any). Returns B floats."""
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
     ids = [answer_ids(c, tok, prompt_args, chat, eos) for c in candidates]
-    batch = collate(lm.model, prompts, ids)
-    lp = token_logprobs(answer_logits(lm.model, batch), pad_answers(ids, lm.device))
+    batch, kw = with_prefix(lm.model, collate(lm.model, prompts, ids), prefix)
+    lp = token_logprobs(answer_logits(lm.model, batch, **kw), pad_answers(ids, lm.device))
     n = torch.tensor([len(i) for i in ids], device=lp.device, dtype=lp.dtype)
     return (lp.sum(-1) / n).tolist()
 
@@ -68,8 +72,8 @@ def rescore_jointly(
         chunk = [model_view(e) for e in examples[start : start + batch_size]]
         z = interlingua.encode([content_text(v, prompt_args) for v in chunk])  # (B, M, d_z)
         for lm in lms:
-            prompts = latent_prompts(lm, interlingua, prompt_args, chunk, z)
+            prompts, prefix = latent_inputs(lm, interlingua, prompt_args, chunk, z)
             for c in names:
                 cands = [r["prediction"] for r in rows_by_model[c][start : start + batch_size]]
-                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, prompt_args)
+                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, prompt_args, prefix)
     return joint_summary(rows_by_model, scores)

@@ -1,7 +1,9 @@
-"""Latent prompts: the prompt contract's real scaffold around a receiver's soft tokens.
+"""Latent prompts: the prompt contract's real scaffold around a receiver's reading of Z.
 
 ``prefix ids → embeddings | adapter(Z) | suffix ids → embeddings``: the chat header, system prompt
-and answer anchor stay real tokens; the soft tokens stand exactly where the content would be.
+and answer anchor stay real tokens; the soft tokens stand exactly where the content would be (the
+shallow head). With the deep prefix on, Z also becomes per-layer K/V entries in front of the prompt
+(:class:`~latentwire.kv_prefix.KVPrefix`); without the shallow head the content slot stays empty.
 Controls reuse the same path with Z replaced: ``shuffled`` (another example's Z, a cyclic shift of
 the batch) and ``zero`` (Z = 0).
 """
@@ -13,13 +15,71 @@ from typing import Literal
 
 import torch
 
-from latentwire.batching import embed_ids
+from latentwire.batching import collate, embed_ids
 from latentwire.evaluate import PromptMaker
 from latentwire.interlingua import Interlingua
+from latentwire.kv_prefix import KVPrefix, from_cache, with_prefix
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, build_prompt
 
 Control = Literal["none", "shuffled", "zero"]
+
+
+def latent_inputs(
+    lm: LoadedModel,
+    interlingua: Interlingua,
+    prompt_args: PromptArgs,
+    views: list[dict],
+    z: torch.Tensor,
+) -> tuple[list[torch.Tensor], KVPrefix | None]:
+    """Per-example prompt embeddings (T_i, d) with Z's soft tokens in the content slot (if the
+    shallow head is on) and the batch's deep K/V prefix (if on). Every training, evaluation and
+    rescoring forward builds its inputs here."""
+    reading = interlingua.read(z, lm.spec.name)
+    soft = reading.soft.to(lm.dtype) if reading.soft is not None else None  # (B, S, d)
+    # When the latent replaces question + context, the scaffold is the same for every example:
+    # render and embed it once per batch (the chat template is the slow part of a training step).
+    shared = prompt_args.replaces == "question_context"
+    out, scaffold, suffix_lens = [], None, []
+    for i, v in enumerate(views):
+        if scaffold is None or not shared:
+            p = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent")
+            scaffold = (embed_ids(lm.model, p.prefix, lm.device), embed_ids(lm.model, p.suffix, lm.device))
+        pre, suf = scaffold
+        parts = [pre, soft[i], suf] if soft is not None else [pre, suf]
+        out.append(torch.cat(parts, dim=0))  # (T_i, d)
+        suffix_lens.append(suf.shape[0])
+    if interlingua.args.coprocessor.enabled:
+        return _coprocessed(lm, interlingua, out, reading, suffix_lens)
+    return out, reading.prefix
+
+
+def _coprocessed(lm, interlingua, prompts, reading, suffix_lens) -> tuple[list[torch.Tensor], KVPrefix]:
+    """Phase 1 of the coprocessor reading (see :mod:`latentwire.coprocessor`): run the receiver over
+    each prompt up to its soft tokens, add the coprocessor's deltas to the soft tokens' cache entries,
+    and return the suffixes as the prompts that continue from that augmented cache."""
+    S = reading.soft.shape[1]
+    heads = [p[: p.shape[0] - n] for p, n in zip(prompts, suffix_lens)]  # (T_i - suffix, d): ends in soft
+    rest = [p[p.shape[0] - n :] for p, n in zip(prompts, suffix_lens)]
+    b, kw = with_prefix(lm.model, collate(lm.model, heads), reading.prefix)
+    use_hidden = interlingua.args.coprocessor.use_hidden
+    out = lm.model(
+        inputs_embeds=b.inputs_embeds,
+        attention_mask=b.attention_mask,
+        position_ids=b.position_ids,
+        use_cache=True,
+        output_hidden_states=use_hidden,
+        logits_to_keep=1,
+        **kw,
+    )
+    hidden = out.hidden_states[-1][:, -S:] if use_hidden else None  # (B, S, d_model): left-padded
+    cache = from_cache(out.past_key_values, b.attention_mask)
+    keys, values = list(cache.keys), list(cache.values)
+    for layer, (dk, dv) in interlingua.coprocess(lm.spec.name, reading.slots, hidden).items():
+        k, v = keys[layer], values[layer]  # (B, H_kv, P, D); the soft tokens are the last S entries
+        keys[layer] = torch.cat([k[:, :, :-S], k[:, :, -S:] + dk.to(k.dtype)], dim=2)
+        values[layer] = torch.cat([v[:, :, :-S], v[:, :, -S:] + dv.to(v.dtype)], dim=2)
+    return rest, KVPrefix(keys, values, b.attention_mask)
 
 
 def latent_prompts(
@@ -29,19 +89,13 @@ def latent_prompts(
     views: list[dict],
     z: torch.Tensor,
 ) -> list[torch.Tensor]:
-    """Per-example prompt embeddings (T_i, d) with Z's soft tokens in the content slot."""
-    soft = interlingua.soft_tokens(z, lm.spec.name).to(lm.dtype)  # (B, S, d)
-    # When the latent replaces question + context, the scaffold is the same for every example:
-    # render and embed it once per batch (the chat template is the slow part of a training step).
-    shared = prompt_args.replaces == "question_context"
-    out, scaffold = [], None
-    for i, v in enumerate(views):
-        if scaffold is None or not shared:
-            p = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent")
-            scaffold = (embed_ids(lm.model, p.prefix, lm.device), embed_ids(lm.model, p.suffix, lm.device))
-        pre, suf = scaffold
-        out.append(torch.cat([pre, soft[i], suf], dim=0))  # (T_i, d)
-    return out
+    """The prompt embeddings of :func:`latent_inputs` for a shallow-only interlingua.
+
+    Refuses a deep prefix rather than silently dropping it."""
+    prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z)
+    if prefix is not None:
+        raise ValueError("this interlingua has a deep prefix: use latent_inputs and pass the prefix on")
+    return prompts
 
 
 def donor_map(examples: list[dict]) -> dict[tuple[str, str], dict]:
@@ -65,7 +119,8 @@ def latent_prompt_maker(
 
     ``z_transform`` (e.g. a quantize/dequantize round trip) is applied to Z. Control ``shuffled``
     encodes each example's donor (``donors``, from :func:`donor_map`) instead of the example;
-    ``zero`` sends Z = 0. Facts record positions and payload bytes (fp16 Z on the wire).
+    ``zero`` sends Z = 0. Facts record positions and payload bytes (fp16 Z on the wire). Returns
+    (prompts, facts, deep prefix or None) per batch.
     """
     n_models = len(interlingua.names)
     total = interlingua.args.total_slots(n_models)
@@ -84,19 +139,25 @@ def latent_prompt_maker(
             z = z_transform(z)
         if control == "zero":
             z = torch.zeros_like(z)
-        prompts = latent_prompts(lm, interlingua, prompt_args, views, z)
+        prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z)
+        # positions attended over before the prompt: the real entries of the prefix, per row
+        P = (
+            [0] * len(views)
+            if prefix is None
+            else ([prefix.length] * len(views) if prefix.mask is None else prefix.mask.sum(1).tolist())
+        )
         facts = []
-        for v, p in zip(views, prompts):
+        for v, p, n_prefix in zip(views, prompts, P):
             full = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "text")
             facts.append(
                 {
-                    "prompt_tokens": p.shape[0],
-                    "content_positions": interlingua.args.read_slots(),
+                    "prompt_tokens": p.shape[0] + int(n_prefix),  # every position the receiver attends over
+                    "content_positions": interlingua.positions(),
                     "text_content_tokens": len(full.content),
                     "payload_bytes": total * d_z * 2,  # fp16 wire format; see payload.py for others
                     "text_bytes": len(full.content_text.encode("utf-8")),
                 }
             )
-        return prompts, facts
+        return prompts, facts, prefix
 
     return make

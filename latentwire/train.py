@@ -3,7 +3,9 @@
 ``setup()`` builds everything; ``train()`` only iterates; validation is :func:`validate`. Each step
 encodes the batch once, then runs each receiver's teacher-forced forward and backward in turn
 (sequential backward bounds memory: each receiver's graph is freed before the next one's), feeding
-the receivers' gradients into Z through a detached leaf. Checkpoints hold trainable weights only
+the receivers' gradients into Z through a detached leaf; a step may accumulate micro-batches and
+checkpoint the receivers' activations (:mod:`latentwire.grads`), and KD reads the text teacher's
+logits cached once per model (:mod:`latentwire.teacher`). Checkpoints hold trainable weights only
 (safetensors) plus optimizer state, written atomically; a killed run resumes from ``latest``.
 The best checkpoint is picked on the VALIDATION split; a run whose predictions collapse stops.
 """
@@ -23,14 +25,20 @@ from safetensors.torch import load_file, save_file
 from latentwire.adapters import embedding_rms
 from latentwire.batching import collate
 from latentwire.config import to_dict
+from latentwire.deep_prefix import kv_shape
 from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
-from latentwire.interlingua import Interlingua, LatentArgs, mean_pairwise_cosine
+from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
+from latentwire.hidden import HiddenRecorder, hidden_mse
+from latentwire.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
 from latentwire.io import atomic_path, read_json, write_json
-from latentwire.latent_prompts import latent_prompt_maker, latent_prompts
-from latentwire.losses import LossArgs, total_loss
+from latentwire.kv_prefix import kv_rms, with_prefix
+from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
+from latentwire.lora import apply_lora
+from latentwire.losses import LossArgs, loss_parts
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
 from latentwire.scoring import answer_logits
+from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,13 @@ class TrainArgs:
     seed: int = 0
     collapse_ratio: float = COLLAPSE_RATIO  # stop if the unique-prediction share on validation falls below
     collapse_after: int = 100  # ... at or after this step
+    accum_steps: int = 1  # micro-batches of batch_size per optimizer step (losses scaled by 1/accum_steps)
+    grad_checkpointing: bool = False  # recompute the frozen receivers' layer activations in backward
+    grad_norm_every: int = 0  # log each loss part's gradient norm every N steps (0 = off; extra backwards)
+
+    def validate(self) -> None:
+        if self.accum_steps < 1 or self.batch_size < 1 or self.grad_norm_every < 0:
+            raise ValueError("accum_steps and batch_size must be >= 1, grad_norm_every >= 0")
 
 
 @dataclass
@@ -63,17 +78,42 @@ class LatentRunArgs:
     train: TrainArgs = field(default_factory=TrainArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
 
+    def validate(self) -> None:
+        # transformers drops past_key_values inside a checkpointed layer: a KV prefix would vanish
+        kv_prefix = self.latent.deep_prefix.enabled or self.latent.coprocessor.enabled
+        if self.train.grad_checkpointing and kv_prefix:
+            raise ValueError("train.grad_checkpointing: not with a KV prefix (deep_prefix, coprocessor)")
 
-def build_interlingua(args: LatentArgs, lms: list[LoadedModel], device: torch.device) -> Interlingua:
-    """The trainable modules, sized for the receivers (width and input-embedding RMS)."""
-    receivers = {
-        lm.spec.name: (
-            lm.model.get_input_embeddings().weight.shape[1],
-            embedding_rms(lm.model.get_input_embeddings().weight, lm.spec.input_embed_scale),
+
+def build_interlingua(
+    args: LatentArgs, lms: list[LoadedModel], device: torch.device, sources: list[LoadedModel] | None = None
+) -> Interlingua:
+    """The trainable modules, sized for the receivers (width, input-embedding RMS, cache shape and
+    K/V RMS for the deep prefix); with ``args.lora.rank`` > 0, LoRA is injected into each receiver
+    (once) and attached, so it trains and is saved with the interlingua. ``sources``: loaded models
+    that are not receivers but that the encoder reads (its ``source_model``)."""
+    receivers = {lm.spec.name: receiver_of(lm, args) for lm in lms}
+    models = {lm.spec.name: lm for lm in [*lms, *(sources or [])]}
+    il = Interlingua(args, receivers, models).to(device)
+    if args.lora.rank:
+        for lm in lms:
+            apply_lora(lm.model, args.lora)
+            il.attach_lora(lm.spec.name, lm.model)
+    return il
+
+
+def receiver_of(lm: LoadedModel, args: LatentArgs) -> Receiver:
+    """What the interlingua needs to know about ``lm``; K/V statistics only when the deep prefix is on."""
+    emb = lm.model.get_input_embeddings().weight
+    kv = None
+    if args.deep_prefix.enabled or args.coprocessor.enabled:
+        # calibration text: the prompt contract's own scaffold, real tokens the model always sees
+        p = build_prompt(
+            {"question": "Who?", "context": "Here."}, lm.tokenizer, PromptArgs(), lm.uses_chat_template
         )
-        for lm in lms
-    }
-    return Interlingua(args, receivers).to(device)
+        k_rms, v_rms = kv_rms(lm.model, torch.tensor([p.ids], device=lm.device))
+        kv = kv_shape(lm.model, k_rms, v_rms)
+    return Receiver(emb.shape[1], embedding_rms(emb, lm.spec.input_embed_scale), kv)
 
 
 def _schedule(args: TrainArgs):
@@ -86,25 +126,94 @@ def _schedule(args: TrainArgs):
     return f
 
 
-def _step_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, batch: list[dict], z: torch.Tensor):
-    """One receiver's teacher-forced loss on Z. Returns (loss, parts, first-token accuracy)."""
+def _step_loss(
+    lm: LoadedModel,
+    il: Interlingua,
+    run: LatentRunArgs,
+    batch: list[dict],
+    z: torch.Tensor,
+    teacher_cache: TeacherCache | None = None,
+):
+    """One receiver's teacher-forced loss on Z. Returns (loss, parts, first-token accuracy).
+
+    ``parts`` are the weighted loss terms as scalar tensors, still in the graph. KD reads the
+    receiver's cached top-k teacher logits if given, else runs the text teacher now; the hidden-state
+    MSE (``loss.w_hidden``) compares the student forward's recorded layer outputs with a fresh text
+    teacher's (see :mod:`latentwire.hidden`).
+    """
+    hidden_layers = run.loss.hidden_layers if run.loss.w_hidden else []
+    recorder = HiddenRecorder(lm.model, hidden_layers)  # keeps the student forward's states
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
     views = [model_view(e) for e in batch]
-    prompts = latent_prompts(lm, il, run.prompt, views, z)
+    prompts, prefix = latent_inputs(lm, il, run.prompt, views, z)
     golds = [answer_ids(e["answers"][0], tok, run.prompt, chat, eos) for e in batch]
-    b = collate(lm.model, prompts, golds)
+    b, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
-        logits = answer_logits(lm.model, b)  # (B, A, V)
-    teacher = None
-    if run.loss.w_kd:
-        with torch.no_grad():
-            text = [build_prompt(v, tok, run.prompt, chat, "text").ids for v in views]
-            embeds = [lm.model.get_input_embeddings()(torch.tensor(t, device=lm.device)) for t in text]
-            teacher = answer_logits(lm.model, collate(lm.model, embeds, golds))
-    loss, parts = total_loss(run.loss, logits, b.answer_ids, teacher)
+        logits = answer_logits(lm.model, b, **kw)  # (B, A, V)
+    student_h = recorder.stop()  # {layer: (B, T, d)}
+    kd = bool(run.loss.w_kd)
+    teacher, teacher_h = teacher_targets(lm, run.prompt, batch, golds, teacher_cache, kd, hidden_layers)
+    parts = loss_parts(run.loss, logits, b.answer_ids, teacher)
+    if hidden_layers:
+        parts["hidden"] = run.loss.w_hidden * hidden_mse(student_h, teacher_h, b.answer_ids)
+    loss = sum(parts.values())
     first_acc = float((logits[:, 0].argmax(-1) == b.answer_ids[:, 0]).float().mean())
     return loss, parts, first_acc
+
+
+def train_step(
+    lms: list[LoadedModel],
+    il: Interlingua,
+    run: LatentRunArgs,
+    batch: list[dict],
+    params: list[torch.nn.Parameter],
+    opt: torch.optim.Optimizer,
+    sched=None,
+    teachers: dict[str, TeacherCache] | None = None,
+    log_grad_norms: bool = False,
+) -> dict:
+    """One optimisation step on ``batch`` for every receiver; returns the step's log record.
+
+    ``batch`` is cut into ``train.accum_steps`` micro-batches. Each is encoded once; each receiver's
+    forward + backward runs in turn against a detached Z leaf (one receiver's graph alive at a time),
+    then the summed Z gradient flows into the encoder. Losses are averaged over receivers and
+    micro-batches, so the accumulated gradient is that of the whole batch; one clipped optimizer step
+    follows. ``teachers``: receiver name -> teacher-logit cache for KD. ``log_grad_norms`` adds
+    ``grad_norms: {model: {part: norm}}``: the norm of each weighted loss part's gradient (mean over
+    micro-batches, one receiver) w.r.t. ``params``, without changing the update.
+    """
+    micro = micro_batches(batch, run.train.accum_steps)
+    record: dict = {lm.spec.name: {} for lm in lms}
+    part_acc: dict[str, dict] = {lm.spec.name: {} for lm in lms}
+    zs = []
+    with checkpointed_receivers(lms, run.train.grad_checkpointing):
+        for mb in micro:
+            z = il.encode([content_text(model_view(e), run.prompt) for e in mb])  # (b, M, d_z)
+            z_leaf = z.detach().requires_grad_(True)
+            for lm in lms:  # sequential backward: one receiver's graph at a time
+                name = lm.spec.name
+                loss, parts, first_acc = _step_loss(lm, il, run, mb, z_leaf, (teachers or {}).get(name))
+                if log_grad_norms:  # before backward: the graph is retained for it
+                    add_part_grads(part_acc[name], part_grads(parts, z, z_leaf, params, 1 / len(micro)))
+                (loss / (len(lms) * len(micro))).backward()
+                vals = {"loss": loss, **parts}
+                vals = {**{k: float(v.detach()) for k, v in vals.items()}, "first_acc": first_acc}
+                for k, v in vals.items():  # mean over micro-batches, for the log
+                    record[name][k] = record[name].get(k, 0.0) + v / len(micro)
+            z.backward(z_leaf.grad)
+            zs.append(z.detach())
+    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
+    record["z_cosine"] = mean_pairwise_cosine(torch.cat(zs))  # (B, M, d_z) over the whole batch
+    if il.diagnostics():  # coprocessor: RMS of the cache deltas per layer (last micro-batch)
+        record["coprocessor_delta_rms"] = il.diagnostics()
+    if log_grad_norms:
+        record["grad_norms"] = {name: grad_norms(acc) for name, acc in part_acc.items()}
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+    return record
 
 
 def validate(lms: list[LoadedModel], il: Interlingua, run: LatentRunArgs, examples: list[dict]) -> dict:
@@ -129,17 +238,29 @@ def train(
     val_df,
     out_dir: str | Path,
     device: torch.device,
+    teacher_paths: list[str | None] | None = None,
+    sources: list[LoadedModel] | None = None,
 ) -> dict:
-    """Train, validate, checkpoint; returns a summary. Resumes from ``out_dir/latest`` if present."""
+    """Train, validate, checkpoint; returns a summary. Resumes from ``out_dir/latest`` if present.
+
+    ``sources``: an encoder's frozen source model when it is not one of the receivers.
+
+    ``teacher_paths``: one teacher-logit cache per receiver (order of ``lms``) for KD; None (or a
+    None entry) runs that receiver's text teacher on the fly. Ignored when ``loss.w_kd`` is 0.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = run.train
     torch.manual_seed(t.seed)
-    il = build_interlingua(run.latent, lms, device)
-    params = [p for p in il.parameters() if p.requires_grad]
+    il = build_interlingua(run.latent, lms, device, sources)
+    params = il.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))
     train_rows = select_examples(train_df, EvalArgs(n_examples=0))
+    teachers = {}
+    if run.loss.w_kd:  # every training example must be in each cache: checked now, not at step N
+        ids = [str(r["id"]) for r in train_rows]
+        teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     state = _resume(out_dir, il, opt, sched)
     step, best = state.get("step", 0), state.get("best", {"mean_f1": -1.0, "step": -1})
@@ -149,21 +270,11 @@ def train(
     il.train()
     while step < t.steps:
         rng = np.random.default_rng(t.seed * 1_000_003 + step)  # per-step RNG: resumable without state
-        batch = [train_rows[i] for i in rng.choice(len(train_rows), t.batch_size, replace=False)]
-        texts = [content_text(model_view(e), run.prompt) for e in batch]
-        z = il.encode(texts)  # (B, M, d_z)
-        z_leaf = z.detach().requires_grad_(True)
+        n = t.batch_size * t.accum_steps  # accum_steps micro-batches of batch_size
+        batch = [train_rows[i] for i in rng.choice(len(train_rows), n, replace=False)]
         record = {"step": step + 1, "lr": sched.get_last_lr()[0]}
-        for lm in lms:  # sequential backward: one receiver's graph at a time
-            loss, parts, first_acc = _step_loss(lm, il, run, batch, z_leaf)
-            (loss / len(lms)).backward()
-            record[lm.spec.name] = {"loss": float(loss.detach()), **parts, "first_acc": first_acc}
-        z.backward(z_leaf.grad)
-        record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-        record["z_cosine"] = mean_pairwise_cosine(z.detach())
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        norms = t.grad_norm_every > 0 and (step + 1) % t.grad_norm_every == 0
+        record.update(train_step(lms, il, run, batch, params, opt, sched, teachers, log_grad_norms=norms))
         step += 1
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})

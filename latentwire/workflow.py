@@ -16,10 +16,12 @@ from typing import Any
 from latentwire.baselines import BaselineArgs
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
+from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
 from latentwire.stats import StatsArgs
+from latentwire.teacher import TeacherArgs, TeacherRunArgs
 from latentwire.train import LatentRunArgs
 
 SPLITS = ("test", "train", "validation")
@@ -38,6 +40,7 @@ class WorkflowPlan:
     experiments: dict[str, LatentRunArgs] = field(default_factory=dict)
     splits: tuple[str, ...] = SPLITS
     stats: StatsArgs = field(default_factory=StatsArgs)
+    teacher: TeacherArgs = field(default_factory=TeacherArgs)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -81,8 +84,27 @@ class WorkflowPlan:
                 overrides or {},
             )
             experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
+            source = source_model_name(experiments[exp].latent.encoder)
+            if source is not None and source not in registry:
+                raise ConfigError(
+                    f"latent.experiments.{exp}.latent.encoder.source_model: {source!r} not in registry "
+                    f"{config['registry']}; known: {sorted(registry)}"
+                )
         stats = from_dict(StatsArgs, config.get("stats") or {}, where="stats")
-        return cls(config, list(config["models"]), datasets, prompt, ev, names, experiments, stats=stats)
+        teacher = from_dict(TeacherArgs, config.get("teacher") or {}, where="teacher")
+        for exp, run in experiments.items():
+            _check_kd(exp, run, teacher, prompt)
+        return cls(
+            config,
+            list(config["models"]),
+            datasets,
+            prompt,
+            ev,
+            names,
+            experiments,
+            stats=stats,
+            teacher=teacher,
+        )
 
     @property
     def eval_split(self) -> str:
@@ -98,6 +120,12 @@ class WorkflowPlan:
 
     def latent_json(self, exp: str) -> str:
         return json.dumps(to_dict(self.experiments[exp]), sort_keys=True)
+
+    def teacher_json(self) -> str:
+        """The teacher-logit job's settings: cache sizes, the top-level prompt contract, the device."""
+        return json.dumps(
+            to_dict(TeacherRunArgs(self.teacher, self.prompt, self.eval.device)), sort_keys=True
+        )
 
     def stats_json(self) -> str:
         return json.dumps(to_dict(self.stats), sort_keys=True)
@@ -122,8 +150,26 @@ class WorkflowPlan:
     def baseline_datasets(self) -> list[str]:
         return [d for d, _, _ in self.baseline_cells()]
 
+    def teacher_inputs(self, dataset: str, exp: str) -> list[str]:
+        """Teacher-logit caches (one per receiver, in ``models`` order) when ``exp`` uses KD, else []."""
+        if not self.experiments[exp].loss.w_kd:
+            return []
+        return [f"results/teacher/{dataset}/{m}/train.safetensors" for m in self.models]
+
     def manifests(self) -> list[str]:
         return [f"resources/models/{m}/manifest.json" for m in self.models]
+
+    def encoder_sources(self) -> list[str]:
+        """Registry models that some experiment's encoder reads but that are not receivers."""
+        names = {source_model_name(run.latent.encoder) for run in self.experiments.values()}
+        return sorted(names - {None} - set(self.models))
+
+    def encoder_manifest(self, exp: str) -> list[str]:
+        """[manifest of ``exp``'s encoder source model] when it is not a receiver, else []."""
+        source = source_model_name(self.experiments[exp].latent.encoder)
+        if source is None or source in self.models:
+            return []
+        return [f"resources/models/{source}/manifest.json"]
 
     latent_variants: tuple[str, ...] = ("latent", "shuffled", "zero", "int8")
 
@@ -186,6 +232,35 @@ SWEEP_AXES = {
 }
 
 
+def head_overrides(value: str) -> dict:
+    """LatentArgs overrides of a reading-head sweep value: ``shallow``, ``deep``, ``shallow+deep``,
+    each optionally with ``+lora`` (receiver LoRA at the configured or default rank 8)."""
+    parts = value.split("+")
+    heads = {p for p in parts if p != "lora"}
+    if not heads or not heads <= {"shallow", "deep"} or len(parts) != len(set(parts)):
+        raise ConfigError(f"latent.sweep.head: {value!r} is not shallow, deep or shallow+deep (+lora)")
+    out: dict = {"shallow": "shallow" in heads, "deep_prefix": {"enabled": "deep" in heads}}
+    out["lora"] = {"rank": 8} if "lora" in parts else {"rank": 0}
+    return {"latent": out}
+
+
+def _check_kd(exp: str, run: LatentRunArgs, teacher: TeacherArgs, prompt: PromptArgs) -> None:
+    """A KD experiment reads the shared teacher cache: it must fit the cache's K and prompt contract."""
+    if not run.loss.w_kd:
+        return
+    where = f"latent.experiments.{exp}"
+    if run.loss.k_tokens > teacher.k_tokens:
+        raise ConfigError(
+            f"{where}.loss.k_tokens: {run.loss.k_tokens} > teacher.k_tokens ({teacher.k_tokens}); "
+            "the teacher-logit cache keeps only teacher.k_tokens answer steps"
+        )
+    if to_dict(run.prompt) != to_dict(prompt):
+        raise ConfigError(
+            f"{where}.prompt: an experiment with loss.w_kd > 0 cannot override the prompt; its teacher "
+            "logits are cached once under the top-level prompt"
+        )
+
+
 def expand_sweep(sweep: dict) -> dict[str, dict]:
     """Cartesian product of list-valued sweep axes -> named experiment overrides.
 
@@ -195,9 +270,9 @@ def expand_sweep(sweep: dict) -> dict[str, dict]:
     """
     import itertools
 
-    unknown = sorted(set(sweep) - set(SWEEP_AXES))
+    unknown = sorted(set(sweep) - set(SWEEP_AXES) - {"head"})
     if unknown:
-        raise ConfigError(f"latent.sweep: unknown axis {unknown}; allowed: {sorted(SWEEP_AXES)}")
+        raise ConfigError(f"latent.sweep: unknown axis {unknown}; allowed: {sorted(SWEEP_AXES) + ['head']}")
     axes = [(k, v if isinstance(v, list) else [v]) for k, v in sweep.items()]
     if not axes:
         return {}  # itertools.product() of nothing is one empty combination, not none
@@ -205,6 +280,10 @@ def expand_sweep(sweep: dict) -> dict[str, dict]:
     for combo in itertools.product(*(vals for _, vals in axes)):
         name, overrides = "sweep", {}
         for (axis, _), value in zip(axes, combo):
+            if axis == "head":
+                name += f"-head_{value}"
+                overrides = _merge(overrides, head_overrides(str(value)))
+                continue
             short, path = SWEEP_AXES[axis]
             name += f"-{short}_{value}"
             node = overrides

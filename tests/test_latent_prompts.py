@@ -73,7 +73,8 @@ def test_latent_prompt_is_prefix_soft_tokens_suffix(tiny_lm, il, args):
 
 @torch.no_grad()
 def test_prompt_maker_uses_the_examples_own_z_and_reports_facts(tiny_lm, il):
-    prompts, facts = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    prompts, facts, prefix = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    assert prefix is None  # shallow head only
     soft = il.soft_tokens(il.encode(_texts(VIEWS, QC)), tiny_lm.spec.name)
     total = il.args.total_slots(1)
     for i, v in enumerate(VIEWS):
@@ -92,7 +93,7 @@ def test_prompt_maker_uses_the_examples_own_z_and_reports_facts(tiny_lm, il):
 @torch.no_grad()
 def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
     donors = donor_map(VIEWS)
-    prompts, _ = latent_prompt_maker(tiny_lm, il, args, "shuffled", donors=donors)(VIEWS)
+    prompts, _, _ = latent_prompt_maker(tiny_lm, il, args, "shuffled", donors=donors)(VIEWS)
     name = tiny_lm.spec.name
     texts = _texts(VIEWS, args)
     donor_z = il.encode(texts[1:] + texts[:1])  # example i reads example i+1's Z
@@ -102,7 +103,7 @@ def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
         assert torch.equal(got, il.soft_tokens(donor_z, name)[i])
         assert not torch.allclose(got, il.soft_tokens(own_z, name)[i], atol=1e-3)
     # the scaffold stays the example's own (only Z is swapped)
-    own, _ = latent_prompt_maker(tiny_lm, il, args)(VIEWS)
+    own, _, _ = latent_prompt_maker(tiny_lm, il, args)(VIEWS)
     for i, v in enumerate(VIEWS):
         pre = len(build_prompt(v, tiny_lm.tokenizer, args, tiny_lm.uses_chat_template, "latent").prefix)
         S = il.args.read_slots()
@@ -115,7 +116,7 @@ def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
 def test_shuffled_donors_come_from_the_whole_list_and_wrap_around(tiny_lm, il):
     make = latent_prompt_maker(tiny_lm, il, QC, "shuffled", donors=donor_map(VIEWS))
     texts = _texts(VIEWS, QC)
-    last, _ = make(VIEWS[2:])  # a batch holding only the last example still gets example 0's Z
+    last, _, _ = make(VIEWS[2:])  # a batch holding only the last example still gets example 0's Z
     want = il.soft_tokens(il.encode(texts[:1]), tiny_lm.spec.name)[0]
     assert torch.equal(_soft_part(tiny_lm, QC, VIEWS[2], last[0], il), want)
     with pytest.raises(ValueError, match="donors"):
@@ -131,14 +132,14 @@ def test_donor_map_is_the_next_example_cyclically():
 
 @torch.no_grad()
 def test_zero_control_sends_z_zero(tiny_lm, il):
-    prompts, _ = latent_prompt_maker(tiny_lm, il, QC, "zero")(VIEWS)
+    prompts, _, _ = latent_prompt_maker(tiny_lm, il, QC, "zero")(VIEWS)
     M, d_z = il.args.total_slots(1), il.args.encoder.d_z
     zero_soft = il.soft_tokens(torch.zeros(len(VIEWS), M, d_z), tiny_lm.spec.name)
     parts = [_soft_part(tiny_lm, QC, v, prompts[i], il) for i, v in enumerate(VIEWS)]
     for i in range(len(VIEWS)):
         assert torch.equal(parts[i], zero_soft[i])
     assert torch.equal(parts[0], parts[1])  # no trace of the content is left
-    own, _ = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    own, _, _ = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
     assert not torch.allclose(parts[0], _soft_part(tiny_lm, QC, VIEWS[0], own[0], il), atol=1e-3)
 
 
@@ -150,7 +151,7 @@ def test_z_transform_is_applied_before_the_adapter(tiny_lm, il):
         calls.append(z.shape)
         return roundtrip(z, "int8")
 
-    prompts, _ = latent_prompt_maker(tiny_lm, il, QC, z_transform=int8)(VIEWS)
+    prompts, _, _ = latent_prompt_maker(tiny_lm, il, QC, z_transform=int8)(VIEWS)
     assert calls == [(len(VIEWS), il.args.total_slots(1), il.args.encoder.d_z)]
     want = il.soft_tokens(roundtrip(il.encode(_texts(VIEWS, QC)), "int8"), tiny_lm.spec.name)
     for i, v in enumerate(VIEWS):

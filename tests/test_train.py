@@ -1,5 +1,6 @@
 """Latent training on two tiny receivers (Llama- and Qwen2-shaped): gradient routing, loss going down,
-checkpoints that reproduce validation exactly, exact resume, and the collapse detector.
+checkpoints that reproduce validation exactly, exact resume, the collapse detector, KD from the
+teacher-logit cache, per-loss gradient norms, gradient accumulation and activation checkpointing.
 """
 
 import json
@@ -15,7 +16,14 @@ from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text
-from latentwire.train import LatentRunArgs, _step_loss, build_interlingua, train, validate
+from latentwire.teacher import (
+    TeacherArgs,
+    compute_teacher_topk,
+    load_teacher_caches,
+    save_teacher_cache,
+    teacher_meta,
+)
+from latentwire.train import LatentRunArgs, _step_loss, build_interlingua, train, train_step, validate
 
 CPU = torch.device("cpu")
 CAPITALS = [
@@ -328,3 +336,197 @@ def test_best_checkpoint_is_the_best_validation_step(lms, tmp_path, monkeypatch)
     best = read_weights(tmp_path / "best.safetensors")
     assert_same_weights(best, snaps[1])
     assert not torch.equal(best["encoder.queries"], snaps[2]["encoder.queries"])
+
+
+# --- (6) KD from the teacher cache, per-loss gradient norms, accumulation, checkpointing ----------
+
+
+def sgd_step(lms, run: LatentRunArgs, batch: list[dict], seed: int = 0, **kw):
+    """One train_step from a fresh interlingua (same seed) with plain SGD, lr 1: the update is the
+    (clipped) gradient itself, so gradients compare through parameters. (Adam's first step is about
+    ±lr * sign(g), which would blow float-level differences up to full steps.)"""
+    torch.manual_seed(seed)
+    il = build_interlingua(run.latent, lms, CPU)
+    params = il.trainable_parameters()
+    before = [p.detach().clone() for p in params]
+    record = train_step(lms, il, run, batch, params, torch.optim.SGD(params, lr=1.0), **kw)
+    return record, [p.detach() - b for p, b in zip(params, before)], il
+
+
+def assert_close_updates(a: list, b: list, **tol) -> None:
+    assert len(a) == len(b) and any(x.abs().sum() > 0 for x in a)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, **tol)
+
+
+def test_kd_from_a_full_vocabulary_cache_matches_the_on_the_fly_teacher(lms, tmp_path, caplog):
+    """With k = V the cached top-k KD is the full KD (teacher in float16): same step, same update."""
+    run = make_run()
+    run.loss.w_kd = 0.5
+    rows = select_examples(TRAIN_DF, EvalArgs(n_examples=0))
+    paths = []
+    for lm in lms:
+        V = lm.model.get_output_embeddings().weight.shape[0]
+        args = TeacherArgs(top_k=V, k_tokens=run.loss.k_tokens, batch_size=3)
+        tensors = compute_teacher_topk(lm, rows, run.prompt, args)
+        paths.append(tmp_path / f"{lm.spec.name}.safetensors")
+        meta = teacher_meta(lm.spec.name, "train", tensors, run.prompt)
+        save_teacher_cache(paths[-1], tensors, [r["id"] for r in rows], meta)
+    teachers = load_teacher_caches(lms, paths, run.prompt, run.loss.k_tokens)
+    assert sorted(teachers) == sorted(lm.spec.name for lm in lms)
+    with caplog.at_level("WARNING"):
+        assert load_teacher_caches(lms, None, run.prompt, run.loss.k_tokens) == {}
+    with pytest.raises(ValueError, match="1 training examples not cached"):
+        load_teacher_caches(lms, paths, run.prompt, run.loss.k_tokens, ["q0", "elsewhere"])
+    assert caplog.text.count("no teacher-logit cache") == len(lms)  # the fallback says so, once each
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    fly, d_fly, _ = sgd_step(lms, run, batch)
+    cached, d_cached, _ = sgd_step(lms, run, batch, teachers=teachers)
+    for lm in lms:
+        a, b = fly[lm.spec.name], cached[lm.spec.name]
+        assert a["kd"] > 0 and b["kd"] == pytest.approx(a["kd"], rel=1e-3)
+        assert (a["answer"], a["first"]) == (b["answer"], b["first"])
+    assert_close_updates(d_fly, d_cached, rtol=1e-3, atol=1e-6)
+
+
+def test_grad_norms_are_logged_without_changing_the_update(lms):
+    run = make_run(grad_norm_every=1)
+    run.loss.w_ktoken = 0.5  # enabled: answer, first, ktoken; kd disabled
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    records, states = [], []
+    for flag in (True, False):
+        torch.manual_seed(0)
+        il = build_interlingua(run.latent, lms, CPU)
+        params = il.trainable_parameters()
+        opt = torch.optim.AdamW(params, lr=run.train.lr)
+        records.append(train_step(lms, il, run, batch, params, opt, log_grad_norms=flag))
+        states.append(il.trainable_state_dict())
+    with_norms, without = records
+    assert_same_weights(states[0], states[1])  # bit-identical update
+    norms = with_norms.pop("grad_norms")
+    assert with_norms == without  # and the same log otherwise
+    assert set(norms) == {lm.spec.name for lm in lms}
+    for parts in norms.values():
+        assert set(parts) == {"answer", "first", "ktoken"} and all(v > 0 for v in parts.values())
+
+
+def test_grad_norm_of_the_only_loss_is_the_step_gradient_norm(lms):
+    """Hand check: one receiver, one loss part: its gradient IS the step's (pre-clip) gradient."""
+    run = make_run()
+    run.loss.w_first = 0.0
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    record, _, _ = sgd_step(lms[:1], run, batch, log_grad_norms=True)
+    norms = record["grad_norms"][lms[0].spec.name]
+    assert set(norms) == {"answer"} and norms["answer"] == pytest.approx(record["grad_norm"], rel=1e-5)
+
+
+# four examples, two answers each twice: every micro-batch of two holds the same answer tokens, so
+# token-mean losses of micro-batches average to the token-mean of the whole batch
+SAME_ANSWERS = [
+    {"id": f"s{i}", "question": q, "context": f"{city} is the capital of {country}.", "answers": [city]}
+    for i, (q, city, country) in enumerate(
+        [
+            ("What is the capital of France?", "Paris", "France"),
+            ("What is the capital of Italy?", "Rome", "Italy"),
+            ("Which city governs France?", "Paris", "France"),
+            ("Which city governs Italy?", "Rome", "Italy"),
+        ]
+    )
+]
+
+
+def test_accumulation_matches_one_big_batch(lms):
+    big = make_run(batch_size=4, accum_steps=1)
+    acc = make_run(batch_size=2, accum_steps=2)
+    for run in (big, acc):
+        run.loss.w_ktoken, run.loss.w_kd = 0.5, 0.5
+    rec_big, d_big, _ = sgd_step(lms, big, SAME_ANSWERS, log_grad_norms=True)
+    rec_acc, d_acc, _ = sgd_step(lms, acc, SAME_ANSWERS, log_grad_norms=True)
+    assert_close_updates(d_big, d_acc, rtol=1e-4, atol=1e-6)  # updates are ~1e-3..1e-2
+    assert rec_acc["grad_norm"] == pytest.approx(rec_big["grad_norm"], rel=1e-4)
+    for lm in lms:
+        for part in ("loss", "answer", "first", "ktoken", "kd"):
+            assert rec_acc[lm.spec.name][part] == pytest.approx(rec_big[lm.spec.name][part], rel=1e-4)
+        assert rec_acc["grad_norms"][lm.spec.name] == pytest.approx(
+            rec_big["grad_norms"][lm.spec.name], rel=1e-4
+        )
+
+
+def test_train_draws_accum_steps_micro_batches_and_logs_norms_every_n(lms, tmp_path, monkeypatch):
+    seen = []
+    real = train_mod.train_step
+
+    def spy(lms, il, run, batch, *args, **kw):
+        seen.append((len(batch), kw["log_grad_norms"]))
+        return real(lms, il, run, batch, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    run = make_run(steps=3, batch_size=2, accum_steps=2, grad_norm_every=2)
+    train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert seen == [(4, False), (4, True), (4, False)]
+    assert ["grad_norms" in r for r in read_log(tmp_path)] == [False, True, False]
+
+
+def _layer_calls(lms) -> tuple[list[int], list]:
+    """Count MLP calls inside every decoder layer: a checkpointed layer runs its forward again in
+    backward. (Hooks on the layer itself sit outside the checkpoint; a pre-hook, because torch stops a
+    recompute as soon as the saved tensors are back, before the MLP's output hook would fire.)"""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    calls, hooks = [0], []
+    for lm in lms:
+        for m in lm.model.modules():
+            if isinstance(m, GradientCheckpointingLayer):
+                hooks.append(m.mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)))
+    return calls, hooks
+
+
+def test_grad_checkpointing_gives_the_same_loss_and_gradients(lms):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    off, on = make_run(), make_run(grad_checkpointing=True)
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    results = []
+    for run in (off, on):
+        calls, hooks = _layer_calls(lms)
+        results.append((*sgd_step(lms, run, batch, log_grad_norms=True)[:2], calls[0]))
+        for h in hooks:
+            h.remove()
+    (rec_off, d_off, n_off), (rec_on, d_on, n_on) = results
+    # the layers really were recomputed: once per backward pass (the step's own + one per logged part)
+    backwards = 1 + len(rec_on["grad_norms"][lms[0].spec.name])
+    assert n_off > 0 and n_on == n_off * (1 + backwards)
+    assert_close_updates(d_off, d_on, rtol=1e-5, atol=1e-7)
+    for lm in lms:
+        name = lm.spec.name
+        assert rec_on[name]["loss"] == pytest.approx(rec_off[name]["loss"], rel=1e-6)
+        assert rec_on["grad_norms"][name] == pytest.approx(rec_off["grad_norms"][name], rel=1e-5)
+    for lm in lms:  # undone after the step: frozen receivers back in eval mode, no checkpointing
+        assert not lm.model.training and not any(m.training for m in lm.model.modules())
+        assert not any(
+            m.gradient_checkpointing for m in lm.model.modules() if isinstance(m, GradientCheckpointingLayer)
+        )
+
+
+def test_hidden_state_loss_trains_through_the_recorded_student_states(lms):
+    run = make_run(grad_norm_every=1)
+    run.loss.w_hidden, run.loss.hidden_layers = 0.5, [0, 1]
+    hooks = [[len(m._forward_hooks) for m in lm.model.modules()] for lm in lms]
+    run.loss.w_kd = 0.5  # on-the-fly KD shares the teacher forward with the hidden states
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    record, delta, _ = sgd_step(lms, run, batch, log_grad_norms=True)
+    for lm in lms:
+        assert record[lm.spec.name]["hidden"] > 0
+        assert set(record["grad_norms"][lm.spec.name]) == {"answer", "first", "kd", "hidden"}
+        assert record["grad_norms"][lm.spec.name]["hidden"] > 0
+    assert hooks == [[len(m._forward_hooks) for m in lm.model.modules()] for lm in lms]  # recorders gone
+    assert any(d.abs().sum() > 0 for d in delta)
+    with pytest.raises(Exception, match="w_hidden > 0 needs hidden_layers"):
+        from_dict(LatentRunArgs, {"loss": {"w_hidden": 1.0}}, where="latent")
+
+
+def test_grad_checkpointing_with_a_kv_prefix_is_a_config_error():
+    cfg = {"train": {"grad_checkpointing": True}, "latent": {"deep_prefix": {"enabled": True}}}
+    with pytest.raises(Exception, match="grad_checkpointing: not with a KV prefix"):
+        from_dict(LatentRunArgs, cfg, where="latent")

@@ -182,6 +182,19 @@ def test_sweep_expands_into_named_experiments():
     assert expand_sweep({}) == {}
 
 
+def test_head_sweep_sets_every_reading_head_field():
+    from latentwire.workflow import expand_sweep
+
+    exps = expand_sweep({"head": ["shallow", "deep+lora", "shallow+deep"]})
+    assert exps["sweep-head_deep+lora"] == {
+        "latent": {"shallow": False, "deep_prefix": {"enabled": True}, "lora": {"rank": 8}}
+    }
+    assert exps["sweep-head_shallow"]["latent"]["deep_prefix"] == {"enabled": False}
+    assert exps["sweep-head_shallow+deep"]["latent"]["shallow"] is True
+    with pytest.raises(Exception, match="head"):
+        expand_sweep({"head": ["wide"]})
+
+
 def test_main_config_enables_no_latent_experiment_by_default():
     import yaml
 
@@ -210,3 +223,94 @@ def test_sweep_experiments_join_the_plan(tmp_path):
     assert plan.experiments["sweep-m_4-s_1"].train.seed == 1
     assert plan.experiments["sweep-m_4-s_1"].latent.n_shared == 4
     assert plan.experiments["sweep-m_2-s_0"].train.steps == plan.experiments["meanpool"].train.steps
+
+
+def test_encoder_source_model_that_is_not_a_receiver_joins_the_jobs(tmp_path):
+    """Its manifest is materialized and passed to the latent jobs; an unknown name fails at parse time."""
+    from latentwire.config import ConfigError
+    from latentwire.workflow import WorkflowPlan
+
+    work = copy_scenario(tmp_path)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["models"] = ["tiny-llama"]
+    cfg["latent"]["experiments"] = {
+        "meanpool": {},
+        "hidden": {
+            "latent": {"encoder": {"name": "lm-hidden", "source_model": "tiny-qwen2", "source_layer": 1}}
+        },
+        "own": {"latent": {"encoder": {"name": "embed", "source_model": "tiny-llama"}}},
+    }
+    plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}
+    plan = WorkflowPlan.from_config(plan_cfg)
+    assert plan.encoder_sources() == ["tiny-qwen2"]
+    assert plan.encoder_manifest("hidden") == ["resources/models/tiny-qwen2/manifest.json"]
+    assert plan.encoder_manifest("own") == plan.encoder_manifest("meanpool") == []
+
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--directory", str(work))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert job_stats(res.stdout)["materialize_model"] == 2  # the receiver and the source model
+    cmds = [
+        line for line in res.stdout.splitlines() if "latentwire train-latent" in line or "eval-latent" in line
+    ]
+    assert len(cmds) == 6
+    for cmd in cmds:
+        has_manifest = "--encoder-manifest resources/models/tiny-qwen2/manifest.json" in cmd
+        assert has_manifest == ("--exp hidden" in cmd), cmd
+
+    bad = {
+        **plan_cfg,
+        "latent": {"experiments": {"x": {"latent": {"encoder": {"name": "embed", "source_model": "nope"}}}}},
+    }
+    with pytest.raises(ConfigError, match="x.latent.encoder.source_model: 'nope' not in registry"):
+        WorkflowPlan.from_config(bad)
+
+
+def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
+    """Only experiments with loss.w_kd > 0 get the teacher_logits outputs as inputs; a KD experiment
+    that does not fit the cache (K, prompt contract) fails at parse time."""
+    from latentwire.config import ConfigError, from_dict
+    from latentwire.teacher import TeacherRunArgs
+    from latentwire.workflow import WorkflowPlan
+
+    work = copy_scenario(tmp_path)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["teacher"] = {"top_k": 8, "k_tokens": 3}
+    cfg["latent"]["experiments"] = {"meanpool": {}, "kd": {"loss": {"w_kd": 0.5, "k_tokens": 3}}}
+    plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}
+    plan = WorkflowPlan.from_config(plan_cfg)
+    assert plan.teacher_inputs("squad", "meanpool") == []
+    assert plan.teacher_inputs("squad", "kd") == [
+        "results/teacher/squad/tiny-llama/train.safetensors",
+        "results/teacher/squad/tiny-qwen2/train.safetensors",
+    ]
+    job = from_dict(TeacherRunArgs, json.loads(plan.teacher_json()), where="teacher")
+    assert (job.teacher.top_k, job.teacher.k_tokens, job.device) == (8, 3, "cpu")
+
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--directory", str(work))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert job_stats(res.stdout)["teacher_logits"] == 2  # once per model, shared by KD experiments
+    trains = [line for line in res.stdout.splitlines() if "latentwire train-latent" in line]
+    assert len(trains) == 2
+    for cmd in trains:
+        caches = "--teacher-logits results/teacher/squad/tiny-llama/train.safetensors"
+        caches += " results/teacher/squad/tiny-qwen2/train.safetensors "
+        assert (caches in cmd) == ("--exp kd" in cmd), cmd
+
+    for bad, match in (
+        ({"loss": {"w_kd": 0.5, "k_tokens": 4}}, r"kd.loss.k_tokens: 4 > teacher.k_tokens \(3\)"),
+        (
+            {"loss": {"w_kd": 0.5, "k_tokens": 2}, "prompt": {"answer_prefix": "A:"}},
+            "kd.prompt: an experiment",
+        ),
+    ):
+        cfg["latent"]["experiments"]["kd"] = bad
+        with pytest.raises(ConfigError, match=match):
+            WorkflowPlan.from_config({**cfg, "registry": plan_cfg["registry"]})
+    cfg["teacher"] = {"top_kk": 8}
+    cfg["latent"]["experiments"]["kd"] = {}
+    with pytest.raises(ConfigError, match="teacher.top_kk: unknown key"):
+        WorkflowPlan.from_config({**cfg, "registry": plan_cfg["registry"]})

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
+from latentwire.encoders import source_model_name
 from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.joint import rescore_jointly
@@ -46,9 +47,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--exp", required=True, help="experiment name (used in system names)")
         p.add_argument("--threads", type=int, default=0)
         p.add_argument("--out-dir", required=True)
+        p.add_argument(
+            "--encoder-manifest",
+            nargs="?",
+            default=None,
+            help="manifest of the encoder's source_model when it is not among --models (empty: none)",
+        )
         if name == "train-latent":
             p.add_argument("--train", required=True)
             p.add_argument("--validation", required=True)
+            p.add_argument(
+                "--teacher-logits",
+                nargs="*",
+                default=None,
+                help="teacher-logit caches for KD, one per receiver in --models order (latentwire "
+                "teacher-logits); none: KD runs the text teacher every step",
+            )
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
@@ -65,11 +79,35 @@ def _setup(args):
     return run, lms, resolved
 
 
+def _encoder_sources(args, run, resolved: dict) -> list:
+    """The encoder's source model when it is not a receiver, loaded from --encoder-manifest."""
+    name = source_model_name(run.latent.encoder)
+    if name is None or name in args.models:
+        return []
+    reg = load_registry(args.registry)
+    if name not in reg or not args.encoder_manifest:
+        raise SystemExit(
+            f"encoder.source_model {name!r}: not a receiver, so it needs a registry entry and --encoder-manifest"
+        )
+    resolved["encoder_model"] = to_dict(reg[name])
+    return [load_model(reg[name], args.encoder_manifest, device=run.eval.device)]
+
+
 def run_train(args: argparse.Namespace) -> int:
     """train the encoder and adapters of one latent experiment"""
     run, lms, resolved = _setup(args)
+    if args.teacher_logits and len(args.teacher_logits) != len(args.models):
+        raise SystemExit(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
+    resolved["teacher_logits"] = args.teacher_logits
     summary = train(
-        lms, run, read_split(args.train), read_split(args.validation), args.out_dir, lms[0].device
+        lms,
+        run,
+        read_split(args.train),
+        read_split(args.validation),
+        args.out_dir,
+        lms[0].device,
+        teacher_paths=args.teacher_logits,
+        sources=_encoder_sources(args, run, resolved),
     )
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0
@@ -78,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """evaluate a trained latent experiment with controls and joint rescoring"""
     run, lms, resolved = _setup(args)
-    il = build_interlingua(run.latent, lms, lms[0].device)
+    il = build_interlingua(run.latent, lms, lms[0].device, _encoder_sources(args, run, resolved))
     il.load_trainable_state_dict(load_file(args.checkpoint))
     il.eval()
     examples = select_examples(read_split(args.data), run.eval)
@@ -102,6 +140,7 @@ def run_eval(args: argparse.Namespace) -> int:
                     "system": system,
                     "kind": "latent",
                     "control": control,
+                    "reading_head": run.latent.head_name(),
                     "provenance": prov,
                     "payload_bytes_by_format": {
                         f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")

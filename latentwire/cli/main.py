@@ -12,7 +12,17 @@ import importlib
 import logging
 import sys
 
-SUBCOMMANDS = ("prepare", "model", "baseline", "latent", "table", "report")
+SUBCOMMANDS = (
+    "prepare",
+    "model",
+    "baseline",
+    "teacher",
+    "latent",
+    "hidden_cache",
+    "table",
+    "report",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

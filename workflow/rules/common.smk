@@ -11,7 +11,7 @@ PLAN = WorkflowPlan.from_config(config)
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, PLAN.models)),
+    model="|".join(map(re.escape, PLAN.models + PLAN.encoder_sources())),
     dataset="|".join(map(re.escape, PLAN.datasets)),
     baseline="text|closed|budget-[0-9]+",
     exp="|".join(map(re.escape, PLAN.experiments)) or "no-experiments",
@@ -39,6 +39,18 @@ def model_source_inputs(wildcards):
 
 def latent_json(wildcards):
     return PLAN.latent_json(wildcards.exp)
+
+
+def encoder_manifest(wildcards):
+    return PLAN.encoder_manifest(wildcards.exp)
+
+
+def teacher_json(wildcards):
+    return PLAN.teacher_json()
+
+
+def teacher_inputs(wildcards):
+    return PLAN.teacher_inputs(wildcards.dataset, wildcards.exp)
 
 
 def table_metrics(wildcards):

@@ -5,6 +5,8 @@ rule train_latent:
     input:
         registry=config["registry"],
         manifests=PLAN.manifests(),
+        encoder_manifest=encoder_manifest,
+        teacher=teacher_inputs,
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
     output:
@@ -26,8 +28,10 @@ rule train_latent:
         "../envs/latentwire.yaml"
     shell:
         "latentwire train-latent --registry {input.registry} --models {params.models}"
-        " --manifests {input.manifests} --config-json {params.cfg:q} --exp {wildcards.exp}"
+        " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
+        " --config-json {params.cfg:q} --exp {wildcards.exp}"
         " --threads {threads} --train {input.train} --validation {input.validation}"
+        " --teacher-logits {input.teacher}"
         " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/train > {log} 2>&1"
 
 
@@ -35,6 +39,7 @@ rule eval_latent:
     input:
         registry=config["registry"],
         manifests=PLAN.manifests(),
+        encoder_manifest=encoder_manifest,
         checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
     output:
@@ -59,6 +64,7 @@ rule eval_latent:
         "../envs/latentwire.yaml"
     shell:
         "latentwire eval-latent --registry {input.registry} --models {params.models}"
-        " --manifests {input.manifests} --config-json {params.cfg:q} --exp {wildcards.exp}"
+        " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
+        " --config-json {params.cfg:q} --exp {wildcards.exp}"
         " --threads {threads} --checkpoint {input.checkpoint} --data {input.data}"
         " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/eval > {log} 2>&1"
