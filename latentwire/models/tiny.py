@@ -50,9 +50,9 @@ def build_tiny_tokenizer(extra_text: list[str] | None = None, vocab_size: int = 
     return tok
 
 
-def build_tiny_model(family: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
-    """A 2-layer random causal LM in the given family's shape, with grouped-query attention."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+def tiny_config(family: str, vocab_size: int):
+    """The 2-layer config (d=64, grouped-query attention) of the tiny ``family`` model."""
+    from transformers import LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -71,8 +71,16 @@ def build_tiny_model(family: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
     }
     if family not in configs:
         raise ValueError(f"tiny model family {family!r}: choose from {sorted(configs)}")
+    return configs[family]()
+
+
+def build_tiny_model(family: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """A 2-layer random causal LM in the given family's shape, with grouped-query attention."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(family, vocab_size)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(configs[family]())
+    model = AutoModelForCausalLM.from_config(config)
     return model.eval()
 
 

@@ -1,0 +1,187 @@
+"""The throughput harness on CPU with tiny shapes: every phase runs, the JSON is complete and sane,
+the hero configs have the published sizes, and bad settings fail naming the key."""
+
+import contextlib
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from latentwire.bench import BenchArgs, _ceiling_pass
+from latentwire.cli.bench import load_bench_args, merge
+from latentwire.cli.main import main
+from latentwire.config import ConfigError, from_dict
+from latentwire.models.synthetic import (
+    build_bench_tokenizer,
+    build_random_receiver,
+    receiver_config,
+    synthetic_examples,
+)
+from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
+from latentwire.train import LatentRunArgs
+
+CPU = torch.device("cpu")
+TINY = {
+    "shapes": "tiny",
+    "batch_size": 4,
+    "slots": 6,
+    "answer_tokens": 5,
+    "text_tokens": 100,
+    "decode_tokens": 3,
+    "warmup": 1,
+    "iters": 2,
+    "run": {
+        "latent": {
+            "n_private": 2,
+            "encoder": {"name": "byte", "d_z": 32, "n_heads": 4, "n_layers": 1, "max_bytes": 256},
+            "adapter": {"hidden": 64},
+        },
+        "loss": {"w_ktoken": 0.5},
+    },
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One CLI run on tiny shapes: (result JSON, printed summary)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["bench", "--config-json", json.dumps(TINY), "--out", str(out)]) == 0
+    return json.loads(out.read_text()), buf.getvalue()
+
+
+def test_hero_configs_have_the_published_sizes():
+    """Parameter counts of Llama-3.1-8B and Qwen2.5-7B, counted on the meta device (instant)."""
+    from transformers import AutoModelForCausalLM
+
+    expected = {
+        "llama": ("llama-3.1-8b", 8_030_261_248, 4096, 32),
+        "qwen2": ("qwen2.5-7b", 7_615_616_512, 3584, 28),
+    }
+    for family, (name, n_params, width, layers) in expected.items():
+        got_name, cfg = receiver_config(family, "hero", vocab_size=1000)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        assert got_name == name
+        assert sum(p.numel() for p in model.parameters()) == n_params, name
+        assert (cfg.hidden_size, cfg.num_hidden_layers) == (width, layers)
+        assert not cfg.tie_word_embeddings
+    assert receiver_config("llama", "hero", 1000)[1].rope_parameters["rope_theta"] == 500000.0
+    assert receiver_config("qwen2", "hero", 1000)[1].num_key_value_heads == 4
+    with pytest.raises(ValueError, match="200000 ids"):
+        receiver_config("llama", "hero", vocab_size=200_000)
+
+
+def test_synthetic_examples_fill_the_text_prompt_and_answer_lengths():
+    pa = PromptArgs()
+    tok = build_bench_tokenizer(pa)
+    examples = synthetic_examples(tok, pa, True, n=6, text_tokens=320, answer_tokens=16, seed=1)
+    eos = eos_id(tok)
+    for e in examples:
+        n = len(build_prompt(e, tok, pa, True, "text").ids)
+        assert 315 <= n <= 320, n  # as many filler words as fit
+        assert len(answer_ids(e["answers"][0], tok, pa, True, eos)) == 16
+        assert e["context"].startswith(e["answers"][0])  # extractive: the answer is in the context
+    latent = build_prompt(examples[0], tok, pa, True, "latent")
+    # the tokenizer knows the scaffold's words: ~one token per word, as real tokenizers do
+    assert len(latent.prefix) + len(latent.suffix) < 80
+    assert len({e["context"] for e in examples}) == 6
+    with pytest.raises(ValueError, match="text_tokens=20"):
+        synthetic_examples(tok, pa, True, n=1, text_tokens=20, answer_tokens=4)
+    # answer_spread: padded batches, answer lengths from A - spread to A
+    spread = synthetic_examples(tok, pa, True, n=12, text_tokens=120, answer_tokens=8, answer_spread=3)
+    lengths = {len(answer_ids(e["answers"][0], tok, pa, True, eos)) for e in spread}
+    assert lengths <= {5, 6, 7, 8} and len(lengths) > 1
+
+
+def test_bench_json_has_every_section(bench_run):
+    result, printed = bench_run
+    names = ["tiny-llama", "tiny-qwen2"]
+    assert result["device"]["type"] == "cpu" and result["dtype"] == "float32"
+    assert result["settings"]["batch_size"] == 4 and result["settings"]["run"]["latent"]["n_shared"] == 4
+    assert sorted(result["models"]) == names
+    assert {"config", "git_revision", "packages"} <= set(result["provenance"])
+    for phase in ("ceiling", "step"):
+        row = result[phase]["all"]
+        assert 0 < row["median_ms"] <= row["p90_ms"] and len(row["times_ms"]) == 2
+        assert row["samples_per_min"] == pytest.approx(4 * 60_000 / row["median_ms"])
+    assert all(result["ceiling"][n]["median_ms"] > 0 for n in names)
+    record = result["step"]["record"]
+    for n in names:  # the real step ran with every enabled loss
+        assert {"loss", "answer", "first", "ktoken"} <= set(record[n]) and math.isfinite(record[n]["loss"])
+    for n in names:
+        lay = result["layout"]["per_model"][n]
+        assert lay["latent_prompt_tokens"] == lay["scaffold_tokens"] + 6
+        assert lay["text_prompt_tokens_max"] <= 100 and lay["answer_tokens_max"] == 5
+        ev = result["eval"][n]
+        assert ev["text"]["prompt_tokens"] == lay["text_prompt_tokens_max"]
+        assert ev["latent"]["prompt_tokens"] == lay["latent_prompt_tokens"]
+        for kind in ("text", "latent"):
+            for part in ("prepare", "prefill", "prepare_plus_prefill", "decode_per_token"):
+                assert ev[kind][part]["median_ms"] > 0, (n, kind, part)
+    ratios = result["ratios"]
+    for key in ("step_over_ceiling", "text_over_latent_prefill", "text_over_latent_prefill_with_prepare"):
+        assert math.isfinite(ratios[key]) and ratios[key] > 0, key
+    assert ratios["step_over_ceiling"] == pytest.approx(
+        result["ceiling"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
+    )
+    assert ratios["text_over_latent_prefill"] == min(ratios["text_over_latent_prefill_per_model"].values())
+    assert set(result["targets"]) == {"step_over_ceiling", "text_over_latent_prefill"}
+    assert "step_over_ceiling" in printed and "tiny-qwen2" in printed
+
+
+def test_ceiling_sends_gradients_to_the_leaf_only():
+    run = from_dict(LatentRunArgs, TINY["run"], where="latent")
+    tok = build_bench_tokenizer(run.prompt)
+    lm = build_random_receiver("qwen2", "tiny", tok, CPU, torch.float32)
+    examples = synthetic_examples(tok, run.prompt, True, n=2, text_tokens=100, answer_tokens=4)
+    _ceiling_pass(lm, run, examples, slots=6)()
+    assert all(p.grad is None and not p.requires_grad for p in lm.model.parameters())
+
+
+def test_nf4_needs_cuda():
+    tok = build_bench_tokenizer(PromptArgs())
+    with pytest.raises(ValueError, match="nf4"):
+        build_random_receiver("llama", "tiny", tok, CPU, torch.float32, nf4=True)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"batchsize": 8}, "bench.batchsize"),
+        ({"iters": "5"}, "bench.iters"),
+        ({"shapes": "huge"}, "bench.shapes"),
+        ({"models": ["llama", "mistral"]}, "bench.models[1]"),
+        ({"run": {"latent": {"encoder": {"nme": "byte"}}}}, "bench.run.latent.encoder.nme"),
+        ({"slots": 8}, "slots"),  # must exceed n_private (8 by default)
+        ({"answer_tokens": 1}, "answer_tokens"),
+        ({"answer_tokens": 4, "answer_spread": 3}, "answer_spread"),
+        ({"phases": ["step", "step"]}, "phases"),
+    ],
+)
+def test_bad_settings_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_bench_args(None, json.dumps(override))
+
+
+def test_yaml_then_json_merge_nested_keys(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("batch_size: 8\nrun:\n  latent:\n    n_private: 2\n    encoder: {name: byte}\n")
+    cfg = load_bench_args(str(path), json.dumps({"run": {"latent": {"encoder": {"d_z": 64}}}}))
+    assert cfg.batch_size == 8 and cfg.run.latent.n_private == 2
+    assert (cfg.run.latent.encoder.name, cfg.run.latent.encoder.d_z) == ("byte", 64)
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+    with pytest.raises(ConfigError, match="--config-json"):
+        load_bench_args(None, "{not json")
+    assert isinstance(from_dict(BenchArgs, {}, where="bench"), BenchArgs)
