@@ -43,7 +43,7 @@ def joint_summary(rows_by_model: dict[str, list[dict]], scores: dict[str, dict[s
     """
     models = sorted(rows_by_model)
     n = len(rows_by_model[models[0]])
-    joint_f1, oracle_f1, agree = [], [], []
+    joint_f1, oracle_f1, agree, examples = [], [], [], []
     for i in range(n):
         golds = rows_by_model[models[0]][i]["answers"]
         cands = {m: rows_by_model[m][i]["prediction"] for m in models}
@@ -52,9 +52,12 @@ def joint_summary(rows_by_model: dict[str, list[dict]], scores: dict[str, dict[s
         joint_f1.append(f1_score(cands[pick], golds))
         oracle_f1.append(max(f1_score(cands[c], golds) for c in models))
         agree.append(float(len({normalize_answer(c) for c in cands.values()}) == 1))
+        # per-example picks: what the paired bootstrap of joint − best single (H4) resamples
+        examples.append({"id": rows_by_model[models[0]][i]["id"], "pick": pick, "f1_joint": joint_f1[-1]})
     out = {f"f1_{m}": mean([r["f1"] for r in rows_by_model[m]]) for m in models}
     out.update({"f1_joint": mean(joint_f1), "f1_oracle": mean(oracle_f1), "agreement": mean(agree), "n": n})
     out["f1_best_single"] = max(out[f"f1_{m}"] for m in models)
+    out["examples"] = examples
     return out
 
 

@@ -34,7 +34,7 @@ from latentwire.io import atomic_path, read_json, write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
 from latentwire.lora import apply_lora
-from latentwire.losses import LossArgs, loss_parts
+from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
 from latentwire.scoring import answer_logits
@@ -60,12 +60,18 @@ class TrainArgs:
     collapse_ratio: float = COLLAPSE_RATIO  # stop if the unique-prediction share on validation falls below
     collapse_after: int = 100  # ... at or after this step
     accum_steps: int = 1  # micro-batches of batch_size per optimizer step (losses scaled by 1/accum_steps)
+    # Stage A warm-up: for the first N steps the loss is first-token CE + stage_a_align × (1 − cos of the
+    # mean soft token with the gold first token's input embedding); then Stage B, the full objective
+    stage_a_steps: int = 0
+    stage_a_align: float = 1.0
     grad_checkpointing: bool = False  # recompute the frozen receivers' layer activations in backward
     grad_norm_every: int = 0  # log each loss part's gradient norm every N steps (0 = off; extra backwards)
 
     def validate(self) -> None:
         if self.accum_steps < 1 or self.batch_size < 1 or self.grad_norm_every < 0:
             raise ValueError("accum_steps and batch_size must be >= 1, grad_norm_every >= 0")
+        if self.stage_a_steps < 0 or self.stage_a_align < 0:
+            raise ValueError("stage_a_steps and stage_a_align must be >= 0")
 
 
 @dataclass
@@ -133,8 +139,12 @@ def _step_loss(
     batch: list[dict],
     z: torch.Tensor,
     teacher_cache: TeacherCache | None = None,
+    stage_a: bool = False,
 ):
     """One receiver's teacher-forced loss on Z. Returns (loss, parts, first-token accuracy).
+
+    ``stage_a``: the warm-up objective instead (see ``TrainArgs.stage_a_steps``): first-token CE plus,
+    with a shallow head, the alignment of the mean soft token to the gold first token's embedding.
 
     ``parts`` are the weighted loss terms as scalar tensors, still in the graph. KD reads the
     receiver's cached top-k teacher logits if given, else runs the text teacher now; the hidden-state
@@ -152,14 +162,28 @@ def _step_loss(
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b, **kw)  # (B, A, V)
     student_h = recorder.stop()  # {layer: (B, T, d)}
+    first_acc = float((logits[:, 0].argmax(-1) == b.answer_ids[:, 0]).float().mean())
+    if stage_a:
+        loss, parts = _stage_a_loss(lm, il, run, logits, b.answer_ids, z)
+        return loss, parts, first_acc
     kd = bool(run.loss.w_kd)
     teacher, teacher_h = teacher_targets(lm, run.prompt, batch, golds, teacher_cache, kd, hidden_layers)
     parts = loss_parts(run.loss, logits, b.answer_ids, teacher)
     if hidden_layers:
         parts["hidden"] = run.loss.w_hidden * hidden_mse(student_h, teacher_h, b.answer_ids)
     loss = sum(parts.values())
-    first_acc = float((logits[:, 0].argmax(-1) == b.answer_ids[:, 0]).float().mean())
     return loss, parts, first_acc
+
+
+def _stage_a_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, logits, answer_ids, z):
+    """(loss, parts) of the Stage A warm-up for one receiver. logits (B, A, V), answer_ids (B, A)."""
+    parts = {"first": masked_ce(logits, answer_ids, upto=1)}
+    soft = il.read(z, lm.spec.name).soft  # (B, S, d) or None without the shallow head
+    if soft is not None and run.train.stage_a_align:
+        gold = lm.model.get_input_embeddings()(answer_ids[:, 0].clamp(min=0)).float()  # (B, d)
+        cos = torch.nn.functional.cosine_similarity(soft.float().mean(1), gold, dim=-1)  # (B,)
+        parts["align"] = run.train.stage_a_align * (1 - cos).mean()
+    return sum(parts.values()), parts
 
 
 def train_step(
@@ -172,6 +196,7 @@ def train_step(
     sched=None,
     teachers: dict[str, TeacherCache] | None = None,
     log_grad_norms: bool = False,
+    stage_a: bool = False,
 ) -> dict:
     """One optimisation step on ``batch`` for every receiver; returns the step's log record.
 
@@ -193,7 +218,9 @@ def train_step(
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time
                 name = lm.spec.name
-                loss, parts, first_acc = _step_loss(lm, il, run, mb, z_leaf, (teachers or {}).get(name))
+                loss, parts, first_acc = _step_loss(
+                    lm, il, run, mb, z_leaf, (teachers or {}).get(name), stage_a
+                )
                 if log_grad_norms:  # before backward: the graph is retained for it
                     add_part_grads(part_acc[name], part_grads(parts, z, z_leaf, params, 1 / len(micro)))
                 (loss / (len(lms) * len(micro))).backward()
@@ -274,7 +301,9 @@ def train(
         batch = [train_rows[i] for i in rng.choice(len(train_rows), n, replace=False)]
         record = {"step": step + 1, "lr": sched.get_last_lr()[0]}
         norms = t.grad_norm_every > 0 and (step + 1) % t.grad_norm_every == 0
-        record.update(train_step(lms, il, run, batch, params, opt, sched, teachers, log_grad_norms=norms))
+        stage_a = step < t.stage_a_steps
+        record["stage"] = "A" if stage_a else "B"
+        record.update(train_step(lms, il, run, batch, params, opt, sched, teachers, norms, stage_a))
         step += 1
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})

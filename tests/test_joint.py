@@ -13,7 +13,10 @@ GOLDS = [["Denver Broncos"], ["Paris"], ["Santa Clara, California"], ["1879"]]
 
 
 def _rows(preds: list[str], f1s: list[float]) -> list[dict]:
-    return [{"answers": g, "prediction": p, "f1": f} for g, p, f in zip(GOLDS, preds, f1s)]
+    return [
+        {"id": f"q{i}", "answers": g, "prediction": p, "f1": f}
+        for i, (g, p, f) in enumerate(zip(GOLDS, preds, f1s))
+    ]
 
 
 def test_joint_summary_by_hand():
@@ -38,6 +41,10 @@ def test_joint_summary_by_hand():
     assert out["f1_oracle"] == pytest.approx((1.0 + 1.0 + f1_santa + 1.0) / 4)
     # agreement after SQuAD normalisation: only "Santa Clara" == "Santa Clara"
     assert out["agreement"] == pytest.approx(1 / 4)
+    # per-example picks, for the paired bootstrap of joint − best single
+    assert [e["pick"] for e in out["examples"]] == ["a"] * 4
+    assert [e["id"] for e in out["examples"]] == ["q0", "q1", "q2", "q3"]
+    assert [e["f1_joint"] for e in out["examples"]] == pytest.approx([0.0, 1.0, f1_santa, 0.0])
 
 
 def test_joint_pick_follows_the_summed_scores():

@@ -155,6 +155,41 @@ def test_one_step_sends_gradients_to_the_interlingua_only(lms):
         assert sum(p.grad.abs().sum() for n, p in params.items() if n.startswith(prefix)) > 0, prefix
 
 
+def test_stage_a_is_first_token_ce_plus_embedding_alignment(lms):
+    run = make_run()
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    z = il.encode([content_text(model_view(e), run.prompt) for e in batch])
+    lm = lms[0]
+    loss, parts, _ = _step_loss(lm, il, run, batch, z, stage_a=True)
+    assert set(parts) == {"first", "align"}
+    _, full, _ = _step_loss(lm, il, run, batch, z)
+    # first-token CE is unweighted in Stage A; w_first weights it in Stage B
+    assert parts["first"].item() == pytest.approx(full["first"].item() / run.loss.w_first, rel=1e-5)
+    # the alignment term by hand: 1 - cos(mean soft token, embedding of the gold first token)
+    soft = il.read(z, lm.spec.name).soft.mean(1)  # (B, d)
+    from latentwire.prompt import answer_ids, eos_id
+
+    eos = eos_id(lm.tokenizer, lm.spec.eos_token)
+    first = [
+        answer_ids(e["answers"][0], lm.tokenizer, run.prompt, lm.uses_chat_template, eos)[0] for e in batch
+    ]
+    gold = lm.model.get_input_embeddings()(torch.tensor(first))
+    want = (1 - torch.nn.functional.cosine_similarity(soft, gold, dim=-1)).mean()
+    assert parts["align"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((parts["first"] + parts["align"]).item(), rel=1e-6)
+
+
+def test_stage_a_steps_are_logged_then_stage_b_follows(lms, tmp_path):
+    run = make_run(steps=3, stage_a_steps=2, eval_every=3, val_examples=2, batch_size=2)
+    train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    log = read_log(tmp_path)
+    assert [r["stage"] for r in log] == ["A", "A", "B"]
+    assert set(log[0][lms[0].spec.name]) == {"loss", "first", "align", "first_acc"}
+    assert "answer" in log[2][lms[0].spec.name]
+
+
 # --- (2) + (3) a short real run ---------------------------------------------------------------
 
 
