@@ -19,6 +19,7 @@ from latentwire.adapters import AdapterArgs, build_adapter
 from latentwire.config import ConfigError
 from latentwire.coprocessor import Coprocessor, CoprocessorArgs
 from latentwire.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
+from latentwire.gist import GistHead
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.core import SourceModels
 from latentwire.kv_prefix import KVPrefix
@@ -38,12 +39,15 @@ class LatentArgs:
     deep_prefix: DeepPrefixArgs = field(default_factory=DeepPrefixArgs)
     coprocessor: CoprocessorArgs = field(default_factory=CoprocessorArgs)  # K/V deltas on the soft tokens
     lora: LoraArgs = field(default_factory=LoraArgs)  # scoped LoRA on the receivers (rank 0 = off)
+    gist_tokens: int = 0  # > 0: a gist head per receiver rebuilds up to this many content embeddings
 
     def validate(self) -> None:
         if self.n_shared < 0 or self.n_private < 0 or self.n_shared + self.n_private < 1:
             raise ConfigError("latent: n_shared + n_private must be >= 1 and both >= 0")
         if not self.shallow and not self.deep_prefix.enabled:
             raise ConfigError("latent: enable at least one reading head (shallow or deep_prefix.enabled)")
+        if self.gist_tokens < 0:
+            raise ConfigError("latent.gist_tokens: must be >= 0")
         if self.coprocessor.enabled and not self.shallow:
             raise ConfigError("latent.coprocessor: augments the soft tokens' cache; needs shallow: true")
 
@@ -122,6 +126,15 @@ class Interlingua(nn.Module):
                 if r.kv is None:
                     raise ValueError(f"receiver {n!r}: the coprocessor needs its KV shape (Receiver.kv)")
                 self.coproc[_key(n)] = Coprocessor(args.coprocessor, d_z, r.d_model, r.kv)
+        self.gist = nn.ModuleDict(
+            {
+                _key(n): GistHead(d_z, r.d_model, args.gist_tokens, args.encoder.n_heads)
+                for n, r in receivers.items()
+            }
+            if args.gist_tokens
+            else {}
+        )
+        self.embed_rms = {n: r.embed_rms for n, r in receivers.items()}
         self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
 
     def attach_lora(self, name: str, model: nn.Module) -> None:
@@ -145,6 +158,11 @@ class Interlingua(nn.Module):
     def coprocess(self, name: str, slots: torch.Tensor, hidden: torch.Tensor | None) -> dict[int, tuple]:
         """Receiver ``name``'s coprocessor deltas {layer: (ΔK, ΔV)} for its soft tokens."""
         return self.coproc[_key(name)](slots, hidden)
+
+    def reconstruct(self, z: torch.Tensor, name: str, n_tokens: int) -> torch.Tensor:
+        """Receiver ``name``'s gist-head reconstruction of its content embeddings: (B, T, d_model),
+        in units of the embedding RMS (see :mod:`latentwire.gist`)."""
+        return self.gist[_key(name)](z, n_tokens)
 
     def diagnostics(self) -> dict:
         """Per-receiver RMS of the last coprocessor deltas per layer (empty without a coprocessor)."""
@@ -180,7 +198,7 @@ class Interlingua(nn.Module):
         frozen text models are excluded."""
         sd = {f"encoder.{k}": v for k, v in trainable_state_dict(self.encoder).items()}
         # cloned like the encoder's part: a snapshot, not views that change as training goes on
-        for part in ("adapters", "deep", "coproc"):
+        for part in ("adapters", "deep", "coproc", "gist"):
             sd.update(
                 {f"{part}.{k}": v.detach().clone() for k, v in getattr(self, part).state_dict().items()}
             )
@@ -195,6 +213,7 @@ class Interlingua(nn.Module):
             "adapters": {},
             "deep": {},
             "coproc": {},
+            "gist": {},
             "lora": {},
         }
         for k, v in sd.items():
@@ -206,6 +225,7 @@ class Interlingua(nn.Module):
         self.adapters.load_state_dict(split["adapters"], strict=True)
         self.deep.load_state_dict(split["deep"], strict=True)
         self.coproc.load_state_dict(split["coproc"], strict=True)
+        self.gist.load_state_dict(split["gist"], strict=True)
         lora_keys = {_key(n) for n in self._lora}
         seen = {k.partition(".")[0] for k in split["lora"]}
         if seen != lora_keys:

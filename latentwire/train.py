@@ -34,6 +34,7 @@ from latentwire.io import atomic_path, read_json, write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
 from latentwire.lora import apply_lora
+from latentwire.gist import gist_loss
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
@@ -89,6 +90,8 @@ class LatentRunArgs:
         kv_prefix = self.latent.deep_prefix.enabled or self.latent.coprocessor.enabled
         if self.train.grad_checkpointing and kv_prefix:
             raise ValueError("train.grad_checkpointing: not with a KV prefix (deep_prefix, coprocessor)")
+        if self.loss.w_gist and not self.latent.gist_tokens:
+            raise ValueError("loss.w_gist > 0 needs latent.gist_tokens > 0 (the gist head's length)")
 
 
 def build_interlingua(
@@ -171,8 +174,23 @@ def _step_loss(
     parts = loss_parts(run.loss, logits, b.answer_ids, teacher)
     if hidden_layers:
         parts["hidden"] = run.loss.w_hidden * hidden_mse(student_h, teacher_h, b.answer_ids)
+    if run.loss.w_gist:
+        parts["gist"] = run.loss.w_gist * _gist_loss(lm, il, run, views, z)
     loss = sum(parts.values())
     return loss, parts, first_acc
+
+
+def _gist_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, views: list[dict], z) -> torch.Tensor:
+    """Masked MSE of the gist head's rebuild of the content embeddings (receiver's own tokens)."""
+    T_max = run.latent.gist_tokens
+    ids = [build_prompt(v, lm.tokenizer, run.prompt, lm.uses_chat_template).content[:T_max] for v in views]
+    T = max(len(i) for i in ids)
+    padded = torch.tensor([i + [0] * (T - len(i)) for i in ids], device=lm.device)  # (B, T)
+    mask = torch.tensor([[j < len(i) for j in range(T)] for i in ids], device=lm.device)  # (B, T)
+    with torch.no_grad():
+        target = lm.model.get_input_embeddings()(padded)  # (B, T, d)
+    pred = il.reconstruct(z, lm.spec.name, T)  # (B, T, d)
+    return gist_loss(pred, target, mask, il.embed_rms[lm.spec.name])
 
 
 def _stage_a_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, logits, answer_ids, z):

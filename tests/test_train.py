@@ -181,6 +181,38 @@ def test_stage_a_is_first_token_ce_plus_embedding_alignment(lms):
     assert loss.item() == pytest.approx((parts["first"] + parts["align"]).item(), rel=1e-6)
 
 
+def test_gist_head_trains_and_round_trips(lms, tmp_path):
+    run = make_run()
+    run.latent.gist_tokens, run.loss.w_gist = 24, 1.0
+    run.validate()
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    z = il.encode([content_text(model_view(e), run.prompt) for e in batch])
+    loss, parts, _ = _step_loss(lms[0], il, run, batch, z)
+    assert "gist" in parts and parts["gist"].item() > 0
+    loss.backward()
+    gist = [
+        p for n, p in il.named_parameters() if n.startswith(f"gist.{lms[0].spec.name.replace('.', '_')}.")
+    ]
+    assert gist and all(p.grad is not None and p.grad.abs().sum() > 0 for p in gist)
+    assert all(p.grad is None for p in lms[0].model.parameters())
+    sd = il.trainable_state_dict()
+    assert any(k.startswith("gist.") for k in sd)
+    torch.manual_seed(1)
+    other = build_interlingua(run.latent, lms, CPU)
+    other.load_trainable_state_dict(sd)
+    with torch.no_grad():
+        assert torch.equal(
+            other.eval().reconstruct(z, lms[0].spec.name, 5), il.eval().reconstruct(z, lms[0].spec.name, 5)
+        )
+
+
+def test_gist_weight_needs_the_head():
+    with pytest.raises(Exception, match="gist_tokens"):
+        from_dict(LatentRunArgs, {"loss": {"w_gist": 1.0}}, where="latent")
+
+
 def test_stage_a_steps_are_logged_then_stage_b_follows(lms, tmp_path):
     run = make_run(steps=3, stage_a_steps=2, eval_every=3, val_examples=2, batch_size=2)
     train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
