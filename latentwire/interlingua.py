@@ -19,9 +19,9 @@ from latentwire.adapters import AdapterArgs, build_adapter
 from latentwire.config import ConfigError
 from latentwire.coprocessor import Coprocessor, CoprocessorArgs
 from latentwire.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
-from latentwire.gist import GistHead
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.core import SourceModels
+from latentwire.gist import GistHead
 from latentwire.kv_prefix import KVPrefix
 from latentwire.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 

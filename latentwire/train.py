@@ -27,6 +27,7 @@ from latentwire.batching import collate
 from latentwire.config import to_dict
 from latentwire.deep_prefix import kv_shape
 from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
+from latentwire.gist import gist_loss
 from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
 from latentwire.hidden import HiddenRecorder, hidden_mse
 from latentwire.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
@@ -34,7 +35,6 @@ from latentwire.io import atomic_path, read_json, write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
 from latentwire.lora import apply_lora
-from latentwire.gist import gist_loss
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
