@@ -30,6 +30,9 @@ class AdapterArgs:
     dropout: float = 0.1  # mlp, between the two layers
     tanh_scale: float = 1.0  # linear: bound of each output component before calibration
     calibrate_rms: bool = True  # rescale each example's output to the embedding table's RMS
+    # mlp: "identity" starts the skip at the identity and the MLP branch at zero where d_z == d_model
+    # (the adapter then begins as a pass-through of normalised Z; other widths keep the default init)
+    init: Literal["default", "identity"] = "default"
 
     def validate(self) -> None:
         if self.hidden < 1:
@@ -71,10 +74,18 @@ class MLPAdapter(nn.Module):
             nn.Linear(d_z, args.hidden), nn.GELU(), nn.Dropout(args.dropout), nn.Linear(args.hidden, d_model)
         )
         self.skip = nn.Linear(d_z, d_model, bias=False)
+        # identity init: the skip reads Z itself (no per-token normalisation), so an adapter whose Z
+        # already is this model's embeddings starts as an exact pass-through
+        self.raw_skip = args.init == "identity" and d_z == d_model
+        if self.raw_skip:
+            with torch.no_grad():
+                self.skip.weight.copy_(torch.eye(d_model))
+                self.mlp[-1].weight.zero_()
+                self.mlp[-1].bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.norm(z)  # (B, M, d_z)
-        return self.mlp(h) + self.skip(h)  # (B, M, d_model)
+        return self.mlp(h) + self.skip(z if self.raw_skip else h)  # (B, M, d_model)
 
 
 class Adapter(nn.Module):

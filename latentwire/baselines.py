@@ -49,8 +49,8 @@ def text_prompt_maker(lm: LoadedModel, prompt_args: PromptArgs, name: str) -> Pr
     def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
         embeds, facts = [], []
         for v in views:
-            p = build_prompt(v, tok, prompt_args, chat, kind, budget)
             full = build_prompt(v, tok, prompt_args, chat, "text")
+            p = full if kind == "text" else build_prompt(v, tok, prompt_args, chat, kind, budget)
             ids = p.ids
             if len(ids) > limit:
                 raise ValueError(

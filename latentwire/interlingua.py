@@ -177,9 +177,20 @@ class Interlingua(nn.Module):
         S = self.args.read_slots()
         return S * int(self.args.shallow) + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Z for a batch of content texts. Returns (B, M, d_z)."""
+    def encode(self, texts: Sequence[str], answers: Sequence[list[str]] | None = None) -> torch.Tensor:
+        """Z for a batch of content texts. Returns (B, M, d_z).
+
+        ``answers`` (training only): the gold answers, handed to encoders that train an auxiliary
+        head on them (``reads_answers``, e.g. ``select``'s scorer); evaluation never passes them, and
+        such encoders ignore them outside training mode.
+        """
+        if answers is not None and getattr(self.encoder, "reads_answers", False):
+            return self.encoder(list(texts), answers=[list(a) for a in answers])
         return self.encoder(list(texts))
+
+    def encoder_aux_loss(self) -> torch.Tensor | None:
+        """The encoder's auxiliary loss from its last training forward (None if it has none)."""
+        return getattr(self.encoder, "aux_loss", None)
 
     def slots_for(self, z: torch.Tensor, name: str) -> torch.Tensor:
         """The slots receiver ``name`` reads: (B, n_shared + n_private, d_z)."""

@@ -232,7 +232,9 @@ def train_step(
     zs = []
     with checkpointed_receivers(lms, run.train.grad_checkpointing):
         for mb in micro:
-            z = il.encode([content_text(model_view(e), run.prompt) for e in mb])  # (b, M, d_z)
+            texts = [content_text(model_view(e), run.prompt) for e in mb]
+            z = il.encode(texts, answers=[e["answers"] for e in mb])  # (b, M, d_z); answers: aux heads only
+            aux = il.encoder_aux_loss()  # e.g. the select encoder's scorer CE, or None
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time
                 name = lm.spec.name
@@ -246,7 +248,16 @@ def train_step(
                 vals = {**{k: float(v.detach()) for k, v in vals.items()}, "first_acc": first_acc}
                 for k, v in vals.items():  # mean over micro-batches, for the log
                     record[name][k] = record[name].get(k, 0.0) + v / len(micro)
-            z.backward(z_leaf.grad)
+            if aux is not None:
+                torch.autograd.backward([z, aux / len(micro)], [z_leaf.grad, None])
+                enc = record.setdefault("encoder", {})
+                for k, v in {
+                    "aux_loss": float(aux.detach()),
+                    **getattr(il.encoder, "last_stats", {}),
+                }.items():
+                    enc[k] = enc.get(k, 0.0) + v / len(micro)
+            else:
+                z.backward(z_leaf.grad)
             zs.append(z.detach())
     record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
     record["z_cosine"] = mean_pairwise_cosine(torch.cat(zs))  # (B, M, d_z) over the whole batch
@@ -321,7 +332,20 @@ def train(
         norms = t.grad_norm_every > 0 and (step + 1) % t.grad_norm_every == 0
         stage_a = step < t.stage_a_steps
         record["stage"] = "A" if stage_a else "B"
-        record.update(train_step(lms, il, run, batch, params, opt, sched, teachers, norms, stage_a))
+        record.update(
+            train_step(
+                lms,
+                il,
+                run,
+                batch,
+                params,
+                opt,
+                sched,
+                teachers=teachers,
+                log_grad_norms=norms,
+                stage_a=stage_a,
+            )
+        )
         step += 1
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import latentwire.train as train_mod
 from latentwire.config import from_dict
+from latentwire.encoders import EncoderArgs
 from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
@@ -597,3 +598,21 @@ def test_grad_checkpointing_with_a_kv_prefix_is_a_config_error():
     cfg = {"train": {"grad_checkpointing": True}, "latent": {"deep_prefix": {"enabled": True}}}
     with pytest.raises(Exception, match="grad_checkpointing: not with a KV prefix"):
         from_dict(LatentRunArgs, cfg, where="latent")
+
+
+def test_select_encoder_trains_its_scorer_from_gold_answers_and_logs_its_stats(lms):
+    run = make_run()
+    run.latent.encoder = from_dict(
+        EncoderArgs,
+        {"name": "select", "d_z": 32, "n_heads": 4, "source_model": lms[0].spec.name, "teacher_window": 0.5},
+        where="latent.encoder",
+    )
+    run.latent.n_shared, run.latent.n_private = 6, 0
+    batch = TRAIN_DF.to_dict("records")[:4]
+    record, delta, il = sgd_step(lms, run, batch)
+    trainable = [n for n, p in il.named_parameters() if p.requires_grad]  # no LoRA: same order
+    moved = {n for n, d in zip(trainable, delta) if d.abs().sum() > 0}
+    assert any(n.startswith("encoder.scorer") for n in moved), "the scorer's own loss must update it"
+    assert "encoder.token_proj.1.weight" in moved and any(n.startswith("adapters") for n in moved)
+    assert set(record["encoder"]) == {"aux_loss", "found", "start_acc", "window_hit"}
+    assert record["encoder"]["found"] == 1.0 and record["encoder"]["aux_loss"] > 0

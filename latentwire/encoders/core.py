@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 MINILM_MAX_POSITIONS = 512  # position-embedding table size of all-MiniLM-L6-v2 (trained at 256)
 MINILM_ENCODERS = ("simple-st", "stq", "meanpool")
-SOURCE_MODEL_ENCODERS = ("embed", "lm-hidden")  # encoders that read the registry model `source_model`
+SOURCE_MODEL_ENCODERS = (
+    "embed",
+    "lm-hidden",
+    "select",
+)  # encoders that read the registry model `source_model`
 
 # Loaded registry models by name; the encoders in SOURCE_MODEL_ENCODERS take theirs from here.
 SourceModels = Mapping[str, "LoadedModel"]
@@ -34,7 +38,9 @@ SourceModels = Mapping[str, "LoadedModel"]
 class EncoderArgs:
     """Which text → Z encoder to build, and its size."""
 
-    name: Literal["byte", "simple-st", "stq", "meanpool", "embed", "lm-hidden", "static"] = "meanpool"
+    name: Literal["byte", "simple-st", "stq", "meanpool", "embed", "lm-hidden", "select", "static"] = (
+        "meanpool"
+    )
     d_z: int = 256
     # tokens kept per text: MiniLM wordpieces (≤ 512; trained at 256), or source_model tokens
     max_enc_tokens: int = 384
@@ -48,6 +54,12 @@ class EncoderArgs:
     source_layer: int = -1  # lm-hidden: index into HF hidden_states (0 = embeddings, -1 = last layer)
     pooling: Literal["meanpool", "queries"] = "meanpool"  # embed / lm-hidden: tokens → M slots
     lora_rank: int = 0  # lm-hidden: LoRA rank on the source model's layers it runs (0 = frozen)
+    # select (question-aware extractive compressor, see encoders/select.py); source_layer feeds its scorer
+    select_features: Literal["embed", "hidden"] = "embed"  # what a kept token's slot carries
+    select_hidden: int = 256  # width of the relevance scorer's MLP
+    select_lead: float = 0.25  # share of the window placed before the best-scoring token
+    head_marker: str = "\n"  # select: tokens before its first occurrence (the question) are always kept
+    teacher_window: float = 0.5  # select, training only: chance a window is centred on the gold start
 
     def validate(self) -> None:
         if self.d_z < 1 or self.n_heads < 1 or self.d_z % self.n_heads:
@@ -66,6 +78,10 @@ class EncoderArgs:
             raise ConfigError("slot_locality: must be ≥ 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout: must be in [0, 1)")
+        if not 0.0 <= self.select_lead <= 1.0 or not 0.0 <= self.teacher_window <= 1.0:
+            raise ConfigError("select_lead and teacher_window: must be in [0, 1]")
+        if self.select_hidden < 1:
+            raise ConfigError("select_hidden: must be ≥ 1")
 
 
 # name -> builder(args, n_slots, models) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)

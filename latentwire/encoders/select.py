@@ -1,0 +1,184 @@
+"""``select``: a question-aware extractive compressor that keeps one latent slot per kept token.
+
+Notation: B batch, T source-model tokens (valid first, then padding), d source-model width,
+M slots (= the encoder's ``n_slots``), H head tokens kept, W = M - H window tokens, d_z latent width.
+
+Why: pooling a ~180-token context into M slots lost the answer span in every pooled encoder
+(docs/experiments.md; the earlier attempt saw the same), while per-token representations keep it.
+This encoder keeps sequence length but spends it where the answer is:
+
+1. The content text ("Question: …\\nContext: …") is tokenised by the frozen ``source_model``.
+2. The head — the tokens before the first ``head_marker`` (the question), at most ``M // 2`` —
+   is always kept.
+3. A relevance scorer (LayerNorm → MLP) over the frozen layer-``source_layer`` hidden states gives
+   one answer-start logit per remaining token. Because the question comes first and the source
+   model is causal, every context token's state has read the question. A window of W consecutive
+   tokens starting ``lead`` · W tokens before the best-scoring token is kept.
+4. Z = projection of the kept tokens' features (``features``: the frozen input embeddings, or the
+   hidden states) plus a learned slot embedding: (B, M, d_z). Short texts are padded with a
+   learned pad vector.
+
+Training signal: the receivers' losses reach the projection and slot embeddings through Z; the
+scorer learns only from its own cross-entropy against the gold answer's first token (found in
+the content text), which :meth:`SelectEncoder.forward` computes when it is handed the answers in
+training mode. With ``teacher_window`` > 0 a training window is centred on the gold start with
+that probability, so the reading heads see answer-bearing windows while the scorer is still
+learning. In eval mode, or without answers, nothing gold-derived is read: the window comes from
+the scorer alone (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.source import SourceReader, build_trunk, get_source_model
+
+
+def answer_char_start(text: str, answers: list[str], after: int = 0) -> int:
+    """Character offset in ``text`` of the first gold answer (in answer order) found at or after
+    ``after``, else -1."""
+    for a in answers:
+        a = a.strip()
+        if a:
+            i = text.find(a, after)
+            if i >= 0:
+                return i
+    return -1
+
+
+@ENCODERS.register("select")
+class SelectEncoder(nn.Module):
+    """Head tokens + a scored window of the rest, one slot per kept token (see module docstring)."""
+
+    reads_answers = True  # training hands it the gold answers for the scorer's loss
+
+    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+        super().__init__()
+        lm = get_source_model(args, models or {})
+        if not lm.tokenizer.is_fast:
+            raise ValueError(
+                f"encoder select: source model {lm.spec.name!r} needs a fast tokenizer (offsets)"
+            )
+        trunk = build_trunk(lm, args.source_layer, 0)
+        self.source = SourceReader(lm, args.max_enc_tokens, trunk)
+        self.n_slots, self.d_z = n_slots, args.d_z
+        self.features, self.lead, self.head_marker = args.select_features, args.select_lead, args.head_marker
+        self.teacher_window = args.teacher_window
+        d_src = lm.model.get_input_embeddings().weight.shape[1]
+        self.scorer = nn.Sequential(
+            nn.LayerNorm(d_src),
+            nn.Linear(d_src, args.select_hidden),
+            nn.GELU(),
+            nn.Linear(args.select_hidden, 1),
+        )
+        # embeddings are well scaled within one model: a plain projection, the identity when d_z == d
+        # (Z is then the source model's own embeddings of the kept tokens); hidden states carry
+        # outlier dimensions, so they are normalised first
+        norm = nn.LayerNorm(d_src) if self.features == "hidden" else nn.Identity()
+        self.token_proj = nn.Sequential(norm, nn.Linear(d_src, args.d_z))
+        if self.features == "embed" and args.d_z == d_src:
+            with torch.no_grad():
+                self.token_proj[1].weight.copy_(torch.eye(d_src))
+                self.token_proj[1].bias.zero_()
+        self.slot_emb = nn.Parameter(torch.zeros(n_slots, args.d_z))  # (M, d_z): where in the window
+        self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) fills slots of texts shorter than M
+        self.aux_loss: torch.Tensor | None = None  # scorer CE of the last training forward
+        self.last_stats: dict[str, float] = {}  # scorer diagnostics of the last forward with answers
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)
+
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]]]:
+        """Ids (B, T), mask (B, T) bool and per-example character offsets of every token."""
+        enc = self.source.lm.tokenizer(
+            list(texts), truncation=True, max_length=self.source.max_tokens, return_offsets_mapping=True
+        )
+        seqs, offs = enc["input_ids"], enc["offset_mapping"]
+        fallback = next(i for i in (self.source.lm.tokenizer.eos_token_id, 0) if i is not None)
+        seqs = [s or [fallback] for s in seqs]
+        offs = [o or [(0, 0)] for o in offs]
+        ids = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
+        mask = torch.zeros(ids.shape, dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = True
+        dev = self.source.device
+        return ids.to(dev), mask.to(dev), [list(map(tuple, o)) for o in offs]
+
+    def _head_len(self, text: str, offsets: list[tuple[int, int]]) -> int:
+        """Tokens that end at or before the first head marker (the question), at most M // 2."""
+        cut = text.find(self.head_marker) if self.head_marker else -1
+        if cut < 0:
+            return 0
+        n = sum(1 for _, end in offsets if end <= cut + len(self.head_marker))
+        return min(n, self.n_slots // 2)
+
+    def forward(self, texts: list[str], answers: list[list[str]] | None = None) -> torch.Tensor:
+        ids, mask, offsets = self._tokenize(texts)  # (B, T), (B, T)
+        with torch.no_grad():
+            h = self.source.hidden(ids, mask).float().to(self.anchor.device)  # (B, T, d)
+            feats = h if self.features == "hidden" else self.source.embed(ids).float().to(self.anchor.device)
+        mask = mask.to(self.anchor.device)
+        logits = self.scorer(h).squeeze(-1)  # (B, T)
+        B = len(texts)
+        heads = [self._head_len(t, o) for t, o in zip(texts, offsets)]
+        lengths = mask.sum(1).tolist()
+        allowed = mask.clone()
+        for i, n in enumerate(heads):
+            allowed[i, :n] = False
+        if not bool(allowed.any(1).all()):  # a text that is all head: let the scorer pick anywhere
+            allowed = allowed | (mask & ~allowed.any(1, keepdim=True))
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        use_gold = self.training and answers is not None
+        gold = [self._gold_token(t, o, a) for t, o, a in zip(texts, offsets, answers)] if use_gold else None
+        pred = logits.argmax(1).tolist()  # (B,)
+        rows = [self._kept(heads[i], lengths[i], pred[i]) for i in range(B)]
+        self.aux_loss = None
+        if gold is not None:
+            self._scorer_loss(logits, gold, pred, rows)
+            for i in range(B):  # teacher windows: centred on the gold start, training only
+                if gold[i] >= 0 and torch.rand(()) < self.teacher_window:
+                    rows[i] = self._kept(heads[i], lengths[i], gold[i])
+        return self._gather(feats, rows)  # (B, M, d_z)
+
+    def _gold_token(self, text: str, offsets: list[tuple[int, int]], answers: list[str]) -> int:
+        """Index of the token holding the gold answer's first character, or -1 if not found."""
+        after = text.find(self.head_marker) if self.head_marker else 0
+        c = answer_char_start(text, answers, max(after, 0))
+        if c < 0:
+            return -1
+        return next((j for j, (s, e) in enumerate(offsets) if s <= c < e), -1)
+
+    def _kept(self, n_head: int, length: int, start_tok: int) -> list[int]:
+        """Token indices kept for one text: its head, then a W-token window around ``start_tok``."""
+        M = self.n_slots
+        if length <= M:
+            return list(range(length))
+        W = M - n_head
+        s = start_tok - int(self.lead * W)
+        s = max(n_head, min(s, length - W))
+        return list(range(n_head)) + list(range(s, s + W))
+
+    def _gather(self, feats: torch.Tensor, rows: list[list[int]]) -> torch.Tensor:
+        """Projected features of the kept tokens, padded to M, plus slot embeddings: (B, M, d_z)."""
+        B, M = feats.shape[0], self.n_slots
+        x = self.token_proj(feats)  # (B, T, d_z)
+        out = self.pad.expand(B, M, self.d_z).clone()  # (B, M, d_z)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = x[i, r]
+        return out + self.slot_emb
+
+    def _scorer_loss(self, logits: torch.Tensor, gold: list[int], pred: list[int], rows) -> None:
+        """Cross-entropy of the start logits against the gold start token (examples with one);
+        ``rows`` are the predicted windows, for the hit rate."""
+        keep = [i for i, g in enumerate(gold) if g >= 0 and torch.isfinite(logits[i, g])]
+        n = max(len(keep), 1)
+        self.last_stats = {
+            "found": len(keep) / max(len(gold), 1),  # gold start located in the kept-able tokens
+            "start_acc": sum(pred[i] == gold[i] for i in keep) / n,
+            "window_hit": sum(gold[i] in rows[i] for i in keep) / n,  # predicted window holds it
+        }
+        if not keep:
+            return
+        target = torch.tensor([gold[i] for i in keep], device=logits.device)
+        self.aux_loss = nn.functional.cross_entropy(logits[keep], target)
