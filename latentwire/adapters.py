@@ -30,9 +30,11 @@ class AdapterArgs:
     dropout: float = 0.1  # mlp, between the two layers
     tanh_scale: float = 1.0  # linear: bound of each output component before calibration
     calibrate_rms: bool = True  # rescale each example's output to the embedding table's RMS
-    # mlp: "identity" starts the skip at the identity and the MLP branch at zero where d_z == d_model
-    # (the adapter then begins as a pass-through of normalised Z; other widths keep the default init)
-    init: Literal["default", "identity"] = "default"
+    # mlp: "identity" starts the skip (reading raw Z) at the identity and the MLP branch at zero where
+    # d_z == d_model (other widths keep the default init); "source_vocab" does the same, and a receiver
+    # that is not the encoder's source model gets a least-squares skip fitted on the token strings its
+    # vocabulary shares with the source model's (see latentwire/vocab_align.py)
+    init: Literal["default", "identity", "source_vocab"] = "default"
 
     def validate(self) -> None:
         if self.hidden < 1:
@@ -76,10 +78,11 @@ class MLPAdapter(nn.Module):
         self.skip = nn.Linear(d_z, d_model, bias=False)
         # identity init: the skip reads Z itself (no per-token normalisation), so an adapter whose Z
         # already is this model's embeddings starts as an exact pass-through
-        self.raw_skip = args.init == "identity" and d_z == d_model
+        self.raw_skip = (args.init == "identity" and d_z == d_model) or args.init == "source_vocab"
         if self.raw_skip:
             with torch.no_grad():
-                self.skip.weight.copy_(torch.eye(d_model))
+                if d_z == d_model:
+                    self.skip.weight.copy_(torch.eye(d_model))
                 self.mlp[-1].weight.zero_()
                 self.mlp[-1].bias.zero_()
 

@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from latentwire.adapters import embedding_rms
 from latentwire.batching import collate
-from latentwire.config import to_dict
+from latentwire.config import ConfigError, to_dict
 from latentwire.deep_prefix import kv_shape
+from latentwire.encoders import source_model_name
 from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
 from latentwire.gist import gist_loss
 from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
@@ -40,6 +41,7 @@ from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
+from latentwire.vocab_align import shared_vocab_map
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,48 @@ def build_interlingua(
     receivers = {lm.spec.name: receiver_of(lm, args) for lm in lms}
     models = {lm.spec.name: lm for lm in [*lms, *(sources or [])]}
     il = Interlingua(args, receivers, models).to(device)
+    if args.shallow and args.adapter.init == "source_vocab":
+        _align_adapters_to_source(il, args, lms, models)
     if args.lora.rank:
         for lm in lms:
             apply_lora(lm.model, args.lora)
             il.attach_lora(lm.spec.name, lm.model)
     return il
+
+
+def _align_adapters_to_source(
+    il: Interlingua, args: LatentArgs, lms: list[LoadedModel], models: dict
+) -> None:
+    """``adapter.init: source_vocab``: each receiver other than the encoder's source model starts its
+    skip as the shared-vocabulary least-squares map from the source's embedding space (Z's space at
+    init, hence the checks) into its own; the source receiver keeps the identity."""
+    enc = args.encoder
+    src_name = source_model_name(enc)
+    if (
+        src_name is None
+        or enc.name != "select"
+        or enc.select_features != "embed"
+        or args.adapter.kind != "mlp"
+    ):
+        raise ConfigError(
+            "adapter.init source_vocab: needs adapter.kind mlp and encoder select with select_features: embed"
+        )
+    src = models[src_name]
+    src_emb = src.model.get_input_embeddings().weight
+    if enc.d_z != src_emb.shape[1]:
+        raise ConfigError(
+            f"adapter.init source_vocab: encoder.d_z must equal {src_name}'s width {src_emb.shape[1]}"
+        )
+    for lm in lms:
+        if lm.spec.name == src_name:
+            continue
+        w, n = shared_vocab_map(src.tokenizer, src_emb, lm.tokenizer, lm.model.get_input_embeddings().weight)
+        skip = il.adapters[
+            lm.spec.name.replace(".", "_")
+        ].body.skip  # Linear(d_z, d_model): weight (d_model, d_z)
+        with torch.no_grad():
+            skip.weight.copy_(w.T.to(skip.weight))
+        log.info("adapter %s: skip fitted on %d token strings shared with %s", lm.spec.name, n, src_name)
 
 
 def receiver_of(lm: LoadedModel, args: LatentArgs) -> Receiver:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import latentwire.train as train_mod
-from latentwire.config import from_dict
+from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
 from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.models import load_model, materialize
@@ -616,3 +616,29 @@ def test_select_encoder_trains_its_scorer_from_gold_answers_and_logs_its_stats(l
     assert "encoder.token_proj.1.weight" in moved and any(n.startswith("adapters") for n in moved)
     assert set(record["encoder"]) == {"aux_loss", "found", "start_acc", "window_hit"}
     assert record["encoder"]["found"] == 1.0 and record["encoder"]["aux_loss"] > 0
+
+
+def test_source_vocab_init_fits_the_other_receivers_skip_and_checks_the_encoder(lms):
+    src = lms[1]  # the Qwen2-shaped tiny model is the encoder's source
+    d_src = src.model.get_input_embeddings().weight.shape[1]
+    run = make_run()
+    run.latent.n_shared, run.latent.n_private = 6, 0
+    run.latent.adapter.init = "source_vocab"
+    run.latent.encoder = EncoderArgs(name="select", d_z=d_src, n_heads=4, source_model=src.spec.name)
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    from latentwire.vocab_align import shared_vocab_map
+
+    want, _ = shared_vocab_map(
+        src.tokenizer, src.model.get_input_embeddings().weight,
+        lms[0].tokenizer, lms[0].model.get_input_embeddings().weight,
+    )  # fmt: skip
+    other = il.adapters[lms[0].spec.name.replace(".", "_")].body
+    own = il.adapters[src.spec.name.replace(".", "_")].body
+    torch.testing.assert_close(other.skip.weight, want.T)
+    if own.skip.weight.shape[0] == d_src:
+        assert torch.equal(own.skip.weight, torch.eye(d_src))  # the source receiver reads Z as is
+    assert other.raw_skip and not other.mlp[-1].weight.any()
+    run.latent.encoder = EncoderArgs(name="byte", d_z=32, n_heads=4)
+    with pytest.raises(ConfigError, match="source_vocab"):
+        build_interlingua(run.latent, lms, CPU)

@@ -1,0 +1,130 @@
+"""Run the workflow's jobs in order with the same CLIs and arguments as the Snakemake rules, for a
+machine that has the library's runtime dependencies but no Snakemake (a lent GPU box).
+
+The job settings come from :class:`latentwire.workflow.WorkflowPlan`, exactly as ``common.smk``
+derives them, so results are the pipeline's own; only the scheduling differs (no DAG: a job runs
+when its output is missing, in rule order). Usage::
+
+    python scripts/run_without_snakemake.py --configfile config/config.yaml config/gpu-select.yaml \
+        [--steps models data baselines latent stats] [--dry-run]
+
+Each job's output goes to the rule's path under results/, its log to logs/ as the rule's ``log:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latentwire.workflow import WorkflowPlan  # noqa: E402
+
+CLI = [sys.executable, "-m", "latentwire.cli.main"]
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Snakemake's --configfile merge: nested mappings update, everything else replaces."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[str], list[str], str]]:
+    """(step, argv, outputs, log) for every job, in rule order."""
+    reg, models = cfg["registry"], plan.models
+    manifests = plan.manifests()
+    out: list[tuple[str, list[str], list[str], str]] = []
+    for m in sorted(set(models) | set(plan.encoder_sources())):
+        argv = [
+            "model",
+            "--registry",
+            reg,
+            "--name",
+            m,
+            "--cache-dir",
+            f"resources/models/{m}",
+            "--check-load",
+        ]
+        out.append(("models", argv, [f"resources/models/{m}/manifest.json"], f"logs/models/{m}.log"))
+    for d in plan.datasets:
+        argv = ["prepare", "--config-json", plan.dataset_json(d), "--out-dir", f"results/data/{d}"]
+        outs = [f"results/data/{d}/{s}.parquet" for s in ("train", "validation", "test")]
+        out.append(("data", argv, outs, f"logs/data/{d}.log"))
+    split = plan.eval_split
+    for d in plan.datasets:
+        for m in models:
+            for b in plan.baselines:
+                base = f"results/baselines/{d}/{m}/{b}"
+                argv = ["baseline", "--registry", reg, "--model", m, "--manifest", f"resources/models/{m}/manifest.json",
+                        "--data", f"results/data/{d}/{split}.parquet", "--config-json", plan.baseline_json(b),
+                        "--threads", str(threads), "--predictions", f"{base}/predictions.jsonl",
+                        "--metrics", f"{base}/metrics.json"]  # fmt: skip
+                out.append(("baselines", argv, [f"{base}/metrics.json"], f"logs/baselines/{d}/{m}/{b}.log"))
+    for d in plan.datasets:
+        for e in plan.experiments:
+            common = ["--registry", reg, "--models", *models, "--manifests", *manifests,
+                      "--encoder-manifest", *plan.encoder_manifest(e), "--config-json", plan.latent_json(e),
+                      "--exp", e, "--threads", str(threads)]  # fmt: skip
+            root = f"results/latent/{d}/{e}"
+            train = ["train-latent", *common, "--train", f"results/data/{d}/train.parquet",
+                     "--validation", f"results/data/{d}/validation.parquet",
+                     "--teacher-logits", *plan.teacher_inputs(d, e), "--out-dir", f"{root}/train"]  # fmt: skip
+            out.append(
+                ("latent", train, [f"{root}/train/best.safetensors"], f"logs/latent/{d}/{e}/train.log")
+            )
+            ev = ["eval-latent", *common, "--checkpoint", f"{root}/train/best.safetensors",
+                  "--data", f"results/data/{d}/{split}.parquet", "--out-dir", f"{root}/eval"]  # fmt: skip
+            out.append(("latent", ev, [f"{root}/eval/joint.json"], f"logs/latent/{d}/{e}/eval.log"))
+    stats = ["stats", "--metrics", *plan.table_metrics(), "--datasets", *plan.table_datasets(),
+             "--joint", *plan.joint_files(), "--joint-datasets", *plan.joint_datasets(),
+             "--config-json", plan.stats_json(), "--intervals-csv", "results/tables/intervals.csv",
+             "--intervals-md", "results/tables/intervals.md", "--hypotheses-csv", "results/tables/hypotheses.csv",
+             "--hypotheses-md", "results/tables/hypotheses.md", "--provenance", "results/tables/stats.json"]  # fmt: skip
+    out.append(("stats", stats, ["results/tables/stats.json"], "logs/tables/stats.log"))
+    table = ["table", "--metrics", *plan.table_metrics(), "--datasets", *plan.table_datasets(),
+             "--csv", "results/tables/results.csv", "--markdown", "results/tables/results.md", "--title", "Results"]  # fmt: skip
+    out.append(("stats", table, ["results/tables/results.md"], "logs/tables/results.log"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
+    ap.add_argument("--steps", nargs="+", default=["models", "data", "baselines", "latent", "stats"])
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--dry-run", action="store_true")
+    a = ap.parse_args()
+    cfg: dict = {}
+    for f in a.configfile:
+        cfg = merge(cfg, yaml.safe_load(Path(f).read_text()) or {})
+    plan = WorkflowPlan.from_config(cfg)
+    for step, argv, outs, log in jobs(plan, cfg, a.threads):
+        if step not in a.steps or all(Path(o).exists() for o in outs):
+            continue
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {step}: {shlex.join(argv[:1] + argv[1:6])} … > {log}", flush=True
+        )
+        if a.dry_run:
+            continue
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with open(log, "w") as fh:
+            rc = subprocess.call(CLI + argv, stdout=fh, stderr=subprocess.STDOUT)
+        print(f"    rc={rc} in {time.time() - t0:.0f} s", flush=True)
+        if rc:
+            sys.stdout.write(Path(log).read_text()[-3000:])
+            sys.exit(rc)
+    print(json.dumps({"done": True}))
+
+
+if __name__ == "__main__":
+    main()
