@@ -123,3 +123,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 def to_dict(obj: Any) -> Any:
     """The plain-dict form of a (nested) config dataclass, for provenance and JSON."""
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+
+
+def merge_configs(base: dict, overlay: dict) -> dict:
+    """Snakemake's ``--configfile A B`` merge: nested mappings update key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge_configs(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

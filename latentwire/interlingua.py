@@ -136,6 +136,7 @@ class Interlingua(nn.Module):
         )
         self.embed_rms = {n: r.embed_rms for n, r in receivers.items()}
         self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
+        self._memo: dict[str, torch.Tensor] | None = None  # text -> Z row (M, d_z); see memoize_latents
 
     def attach_lora(self, name: str, model: nn.Module) -> None:
         """Register receiver ``name``'s model, whose ``lora_`` tensors this interlingua trains and saves."""
@@ -186,7 +187,19 @@ class Interlingua(nn.Module):
         """
         if answers is not None and getattr(self.encoder, "reads_answers", False):
             return self.encoder(list(texts), answers=[list(a) for a in answers])
-        return self.encoder(list(texts))
+        if self._memo is None or self.training:
+            return self.encoder(list(texts))
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:  # only texts not seen before are encoded, in one batch
+            for t, row in zip(missing, self.encoder(missing)):
+                self._memo[t] = row
+        return torch.stack([self._memo[t] for t in texts])  # (B, M, d_z)
+
+    def memoize_latents(self, on: bool = True) -> None:
+        """Evaluation only: remember Z per text, so the variants, controls, receivers and joint
+        rescoring of one evaluation encode each text once (Z depends on the text alone in eval
+        mode). Never on while training: the encoder changes between steps."""
+        self._memo = {} if on else None
 
     def encoder_aux_loss(self) -> torch.Tensor | None:
         """The encoder's auxiliary loss from its last training forward (None if it has none)."""

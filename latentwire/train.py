@@ -69,12 +69,17 @@ class TrainArgs:
     stage_a_align: float = 1.0
     grad_checkpointing: bool = False  # recompute the frozen receivers' layer activations in backward
     grad_norm_every: int = 0  # log each loss part's gradient norm every N steps (0 = off; extra backwards)
+    # Stage A0: the first N steps train only the encoder's own auxiliary loss (e.g. select's scorer)
+    # without running the receivers; needs an encoder that has one
+    encoder_warmup_steps: int = 0
 
     def validate(self) -> None:
         if self.accum_steps < 1 or self.batch_size < 1 or self.grad_norm_every < 0:
             raise ValueError("accum_steps and batch_size must be >= 1, grad_norm_every >= 0")
         if self.stage_a_steps < 0 or self.stage_a_align < 0:
             raise ValueError("stage_a_steps and stage_a_align must be >= 0")
+        if not 0 <= self.encoder_warmup_steps <= self.steps:
+            raise ValueError("encoder_warmup_steps: must be in [0, steps]")
 
 
 @dataclass
@@ -311,6 +316,27 @@ def train_step(
     return record
 
 
+def encoder_step(
+    il: Interlingua, run: LatentRunArgs, batch: list[dict], params: list[torch.nn.Parameter], opt, sched=None
+) -> dict:
+    """One Stage A0 step: the encoder's auxiliary loss alone (no receiver runs); returns its log record."""
+    texts = [content_text(model_view(e), run.prompt) for e in batch]
+    il.encode(texts, answers=[e["answers"] for e in batch])
+    aux = il.encoder_aux_loss()
+    if aux is None:
+        raise ValueError(
+            f"train.encoder_warmup_steps: encoder {run.latent.encoder.name!r} produced no auxiliary loss"
+        )
+    aux.backward()
+    record = {"encoder": {"aux_loss": float(aux.detach()), **getattr(il.encoder, "last_stats", {})}}
+    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+    return record
+
+
 def validate(lms: list[LoadedModel], il: Interlingua, run: LatentRunArgs, examples: list[dict]) -> dict:
     """Greedy F1 and diversity of each receiver on validation examples."""
     il.eval()
@@ -370,21 +396,13 @@ def train(
         record = {"step": step + 1, "lr": sched.get_last_lr()[0]}
         norms = t.grad_norm_every > 0 and (step + 1) % t.grad_norm_every == 0
         stage_a = step < t.stage_a_steps
-        record["stage"] = "A" if stage_a else "B"
-        record.update(
-            train_step(
-                lms,
-                il,
-                run,
-                batch,
-                params,
-                opt,
-                sched,
-                teachers=teachers,
-                log_grad_norms=norms,
-                stage_a=stage_a,
-            )
-        )
+        if step < t.encoder_warmup_steps:  # Stage A0: the encoder's own loss, no receiver runs
+            record["stage"] = "A0"
+            record.update(encoder_step(il, run, batch, params, opt, sched))
+        else:
+            record["stage"] = "A" if stage_a else "B"
+            step_kw = {"teachers": teachers, "log_grad_norms": norms, "stage_a": stage_a}
+            record.update(train_step(lms, il, run, batch, params, opt, sched, **step_kw))
         step += 1
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})

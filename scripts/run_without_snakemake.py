@@ -25,17 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from latentwire.config import merge_configs  # noqa: E402
 from latentwire.workflow import WorkflowPlan  # noqa: E402
 
 CLI = [sys.executable, "-m", "latentwire.cli.main"]
-
-
-def merge(a: dict, b: dict) -> dict:
-    """Snakemake's --configfile merge: nested mappings update, everything else replaces."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[str], list[str], str]]:
@@ -105,7 +98,7 @@ def main() -> None:
     a = ap.parse_args()
     cfg: dict = {}
     for f in a.configfile:
-        cfg = merge(cfg, yaml.safe_load(Path(f).read_text()) or {})
+        cfg = merge_configs(cfg, yaml.safe_load(Path(f).read_text()) or {})
     plan = WorkflowPlan.from_config(cfg)
     for step, argv, outs, log in jobs(plan, cfg, a.threads):
         if step not in a.steps or all(Path(o).exists() for o in outs):

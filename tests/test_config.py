@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from latentwire.baselines import BaselineArgs
-from latentwire.config import ConfigError, from_dict, load_yaml, to_dict
+from latentwire.config import ConfigError, from_dict, load_yaml, merge_configs, to_dict
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.workflow import WorkflowPlan
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+MAIN = REPO / "config" / "config.yaml"
 
 
 @dataclass
@@ -154,9 +155,12 @@ def _shipped_yamls() -> list[Path]:
     return sorted((REPO / "config").rglob("*.yaml")) + sorted((REPO / ".test" / "config").rglob("*.yaml"))
 
 
-def _validate_workflow_config(path: Path, monkeypatch) -> WorkflowPlan:
-    """What ``common.smk`` does at parse time: JSON schema (with defaults), then the strict plan."""
+def _validate_workflow_config(path: Path, monkeypatch, overlay: Path | None = None) -> WorkflowPlan:
+    """What ``common.smk`` does at parse time: JSON schema (with defaults), then the strict plan;
+    ``overlay`` is merged on top as ``snakemake --configfile path overlay`` would."""
     config = load_yaml(path)
+    if overlay is not None:
+        config = merge_configs(config, load_yaml(overlay))
     jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text())).validate(config)
     monkeypatch.chdir(path.parent.parent)  # the workflow runs with --directory at this folder
     return WorkflowPlan.from_config(config)
@@ -174,6 +178,10 @@ def test_every_shipped_yaml_validates(path: Path, monkeypatch):
     elif isinstance(raw.get("models"), dict):  # a model registry
         specs = load_registry(path)
         assert sorted(specs) == sorted(raw["models"])
+    elif path.parent == REPO / "config" and set(raw) <= set(load_yaml(MAIN)):
+        # an overlay of the main config (snakemake --configfile config/config.yaml OVERLAY)
+        plan = _validate_workflow_config(MAIN, monkeypatch, overlay=path)
+        assert plan.experiments or plan.baselines
     else:
         pytest.fail(f"{path}: unknown kind of YAML; add its validation to this test")
 
@@ -225,3 +233,10 @@ def test_schema_rejects_unknown_top_level_keys():
     config = {**load_yaml(REPO / ".test" / "config" / "config.yaml"), "baseline": {"text": True}}
     with pytest.raises(jsonschema.ValidationError, match="'baseline' was unexpected"):
         jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text())).validate(config)
+
+
+def test_merge_configs_updates_nested_mappings_and_replaces_the_rest():
+    base = {"a": {"x": 1, "y": {"p": 1}}, "b": [1, 2], "c": 1}
+    over = {"a": {"y": {"q": 2}}, "b": [3], "d": {"z": 0}}
+    assert merge_configs(base, over) == {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": [3], "c": 1, "d": {"z": 0}}
+    assert base == {"a": {"x": 1, "y": {"p": 1}}, "b": [1, 2], "c": 1}  # inputs untouched

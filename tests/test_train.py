@@ -642,3 +642,52 @@ def test_source_vocab_init_fits_the_other_receivers_skip_and_checks_the_encoder(
     run.latent.encoder = EncoderArgs(name="byte", d_z=32, n_heads=4)
     with pytest.raises(ConfigError, match="source_vocab"):
         build_interlingua(run.latent, lms, CPU)
+
+
+def _select_run(lms, **train):
+    run = make_run(**train)
+    run.latent.n_shared, run.latent.n_private = 6, 0
+    run.latent.encoder = EncoderArgs(name="select", d_z=32, n_heads=4, source_model=lms[0].spec.name)
+    return run
+
+
+def test_encoder_warmup_trains_only_the_scorer_without_running_receivers(lms, tmp_path, monkeypatch):
+    calls = []
+    real = train_mod.train_step
+    monkeypatch.setattr(train_mod, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    run = _select_run(lms, steps=3, encoder_warmup_steps=2, batch_size=2)
+    train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    log = read_log(tmp_path)
+    assert [r["stage"] for r in log] == ["A0", "A0", "B"] and len(calls) == 1
+    assert all("aux_loss" in r["encoder"] for r in log) and lms[0].spec.name not in log[0]
+    with pytest.raises(ValueError, match="encoder_warmup_steps"):
+        from_dict(
+            LatentRunArgs, {"train": {"steps": 2, "encoder_warmup_steps": 3}}, where="latent"
+        ).train.validate()
+
+
+def test_encoder_warmup_needs_an_encoder_with_its_own_loss(lms, tmp_path):
+    run = make_run(steps=1, encoder_warmup_steps=1)
+    with pytest.raises(ValueError, match="no auxiliary loss"):
+        train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+
+
+def test_memoized_latents_encode_each_text_once_and_equal_fresh_ones(lms):
+    torch.manual_seed(0)
+    il = build_interlingua(make_run().latent, lms, CPU).eval()
+    texts = [content_text(model_view(e), make_run().prompt) for e in TRAIN_DF.to_dict("records")[:4]]
+    with torch.no_grad():
+        want = il.encode(texts)
+        seen = []
+        real = il.encoder.forward
+        il.encoder.forward = lambda t: seen.append(list(t)) or real(t)
+        il.memoize_latents()
+        first = il.encode(texts[:2])
+        again = il.encode([texts[1], texts[3], texts[0], texts[3]])
+    assert seen == [texts[:2], [texts[3]]]  # only unseen texts, each once
+    torch.testing.assert_close(first, want[:2])
+    torch.testing.assert_close(again, want[[1, 3, 0, 3]])
+    il.train()  # never while training
+    il.encode(texts[:1])
+    assert len(seen) == 3

@@ -119,6 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
     il = build_interlingua(run.latent, lms, lms[0].device, _encoder_sources(args, run, resolved))
     il.load_trainable_state_dict(load_file(args.checkpoint))
     il.eval()
+    il.memoize_latents()  # each test text is encoded once for every variant, receiver and rescoring
     examples = select_examples(read_split(args.data), run.eval)
     donors = donor_map([model_view(e) for e in examples])
     prov = provenance(resolved)
