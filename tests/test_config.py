@@ -238,5 +238,10 @@ def test_schema_rejects_unknown_top_level_keys():
 def test_merge_configs_updates_nested_mappings_and_replaces_the_rest():
     base = {"a": {"x": 1, "y": {"p": 1}}, "b": [1, 2], "c": 1}
     over = {"a": {"y": {"q": 2}}, "b": [3], "d": {"z": 0}}
-    assert merge_configs(base, over) == {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": [3], "c": 1, "d": {"z": 0}}
+    assert merge_configs(base, over) == {
+        "a": {"x": 1, "y": {"p": 1, "q": 2}},
+        "b": [3],
+        "c": 1,
+        "d": {"z": 0},
+    }
     assert base == {"a": {"x": 1, "y": {"p": 1}}, "b": [1, 2], "c": 1}  # inputs untouched

@@ -154,3 +154,41 @@ def test_trainable_state_dict_round_trip(tiny_lm, tmp_path):
 def test_args_are_validated(bad, tiny_lm):
     with pytest.raises(Exception, match="select_lead|teacher_window|select_hidden"):
         build(tiny_lm, **bad)
+
+
+def test_overlap_indicator_marks_every_piece_of_question_words_after_the_head():
+    from latentwire.encoders.select import content_words, overlap_indicator
+
+    assert content_words("Who wrote the play Hamlet?") == {"wrote", "play", "hamlet"}
+    text = "Q: Who wrote Hamlet?\nShakespeare wrote Hamlet in 1600."
+    cut = text.index("\n")
+    offsets = [(0, 2), (3, 6), (7, 12), (13, 20), (21, 27), (27, 32), (33, 38), (39, 45), (46, 48)]
+    ind = overlap_indicator(text, offsets, 2, cut)
+    assert ind[:2] == [0.0, 0.0]  # head tokens never count
+    assert ind[6] == 1.0 and ind[7] == 1.0  # "wrote", "Hamlet" in the context
+    assert ind[4] == 0.0 and ind[5] == 0.0  # "Shakes", "peare": not a question word
+    assert overlap_indicator(text, offsets, 0, -1) == [0.0] * len(offsets)  # no head: no prior
+
+
+def test_lexical_prior_alone_puts_the_window_on_the_question_words(tiny_lm):
+    enc = build(tiny_lm, lexical_prior=5.0, lexical_window=4).eval()
+    with torch.no_grad():
+        enc.scorer[-1].weight.zero_()  # the learned part says nothing
+        enc.scorer[-1].bias.zero_()
+    filler = " ".join(["lorem ipsum dolor sit amet"] * 8)
+    text = (
+        f"Question: Which river crosses Prague?\nContext: {filler} The Vltava river crosses Prague. {filler}"
+    )
+    ids, mask, offsets = enc._tokenize([text])
+    n_head = enc._head_len(text, offsets[0])
+    dens = enc._overlap_density([text], offsets, [n_head], ids.shape[1])
+    assert float(dens.max()) == pytest.approx(1.0)
+    c = int(dens[0].argmax())  # the densest stretch is the answer sentence (tiny tokens are short)
+    sentence = text.index("The Vltava"), text.index("Prague.") + len("Prague")
+    assert sentence[0] <= offsets[0][c][0] < sentence[1]
+    with torch.no_grad():  # and the encoder's window is placed there
+        assert enc(["x", text]).shape == (2, M, D_Z)
+    kept = enc._kept(n_head, int(mask.sum()), c)
+    assert any(sentence[0] <= offsets[0][j][0] < sentence[1] for j in kept[n_head:])
+    assert "lex_weight" in trainable_state_dict(enc)
+    assert "lex_weight" not in trainable_state_dict(build(tiny_lm, lexical_prior=0.0))

@@ -60,6 +60,10 @@ class EncoderArgs:
     select_lead: float = 0.25  # share of the window placed before the best-scoring token
     head_marker: str = "\n"  # select: tokens before its first occurrence (the question) are always kept
     teacher_window: float = 0.5  # select, training only: chance a window is centred on the gold start
+    lexical_prior: float = (
+        4.0  # select: initial weight of the question-overlap density in its logits (0 = off)
+    )
+    lexical_window: int = 24  # select: tokens over which that density is taken
 
     def validate(self) -> None:
         if self.d_z < 1 or self.n_heads < 1 or self.d_z % self.n_heads:
@@ -80,8 +84,8 @@ class EncoderArgs:
             raise ConfigError("dropout: must be in [0, 1)")
         if not 0.0 <= self.select_lead <= 1.0 or not 0.0 <= self.teacher_window <= 1.0:
             raise ConfigError("select_lead and teacher_window: must be in [0, 1]")
-        if self.select_hidden < 1:
-            raise ConfigError("select_hidden: must be ≥ 1")
+        if self.select_hidden < 1 or self.lexical_window < 1:
+            raise ConfigError("select_hidden and lexical_window: must be ≥ 1")
 
 
 # name -> builder(args, n_slots, models) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)

@@ -12,8 +12,13 @@ This encoder keeps sequence length but spends it where the answer is:
    is always kept.
 3. A relevance scorer (LayerNorm → MLP) over the frozen layer-``source_layer`` hidden states gives
    one answer-start logit per remaining token. Because the question comes first and the source
-   model is causal, every context token's state has read the question. A window of W consecutive
-   tokens starting ``lead`` · W tokens before the best-scoring token is kept.
+   model is causal, every context token's state has read the question. A lexical prior adds
+   ``lexical_prior`` (a learned weight, initial value from config) times the share of question
+   content words among the ``lexical_window`` tokens around each token (relative to the text's
+   densest stretch): on 400 validation questions
+   the densest-overlap window alone holds the gold answer start for 57 % of them, against 26 % for
+   the first 48 tokens (what the token budget keeps) and 23 % for a random window. A window of W
+   consecutive tokens starting ``lead`` · W tokens before the best-scoring token is kept.
 4. Z = projection of the kept tokens' features (``features``: the frozen input embeddings, or the
    hidden states) plus a learned slot embedding: (B, M, d_z). Short texts are padded with a
    learned pad vector.
@@ -29,11 +34,38 @@ the scorer alone (tested).
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
 from latentwire.encoders.source import SourceReader, build_trunk, get_source_model
+
+# Function words left out of the lexical-overlap prior (English, as the bundled QA data).
+STOPWORDS = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have he her his how i if in "
+    "into is it its may might not of on or she so than that the their them then there these they this "
+    "those to was we were what when where which who whom whose why will with would you".split()
+)
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased alphanumeric words of ``text`` longer than one character, stopwords removed."""
+    return {w for w in (m.group().lower() for m in _WORD.finditer(text)) if len(w) > 1 and w not in STOPWORDS}
+
+
+def overlap_indicator(text: str, offsets: list[tuple[int, int]], n_head: int, cut: int) -> list[float]:
+    """Per token: 1.0 if it is part of a word after ``cut`` that is a content word of ``text[:cut]``
+    (the question), else 0.0; head tokens are 0. Works on characters, so every sub-word piece of a
+    matching word counts."""
+    q = content_words(text[:cut]) if cut > 0 else set()
+    hit = bytearray(len(text) + 1)
+    for m in _WORD.finditer(text, max(cut, 0)):
+        if m.group().lower() in q:
+            hit[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+    return [0.0 if j < n_head else float(any(hit[s:e])) for j, (s, e) in enumerate(offsets)]
 
 
 def answer_char_start(text: str, answers: list[str], after: int = 0) -> int:
@@ -84,6 +116,10 @@ class SelectEncoder(nn.Module):
                 self.token_proj[1].bias.zero_()
         self.slot_emb = nn.Parameter(torch.zeros(n_slots, args.d_z))  # (M, d_z): where in the window
         self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) fills slots of texts shorter than M
+        # lexical prior: weight of the question-overlap density in the start logits (learned)
+        self.lex_window = args.lexical_window
+        if args.lexical_prior:
+            self.lex_weight = nn.Parameter(torch.tensor(float(args.lexical_prior)))
         self.aux_loss: torch.Tensor | None = None  # scorer CE of the last training forward
         self.last_stats: dict[str, float] = {}  # scorer diagnostics of the last forward with answers
         self.register_buffer("anchor", torch.zeros(0), persistent=False)
@@ -122,6 +158,8 @@ class SelectEncoder(nn.Module):
         logits = self.scorer(h).squeeze(-1)  # (B, T)
         B = len(texts)
         heads = [self._head_len(t, o) for t, o in zip(texts, offsets)]
+        if hasattr(self, "lex_weight"):
+            logits = logits + self.lex_weight * self._overlap_density(texts, offsets, heads, logits.shape[1])
         lengths = mask.sum(1).tolist()
         allowed = mask.clone()
         for i, n in enumerate(heads):
@@ -140,6 +178,18 @@ class SelectEncoder(nn.Module):
                 if gold[i] >= 0 and torch.rand(()) < self.teacher_window:
                     rows[i] = self._kept(heads[i], lengths[i], gold[i])
         return self._gather(feats, rows)  # (B, M, d_z)
+
+    def _overlap_density(self, texts, offsets, heads: list[int], T: int) -> torch.Tensor:
+        """Share of question words among the ``lexical_window`` tokens centred on each token, divided
+        by its maximum over the text (1 at the densest stretch; all 0 without overlap): (B, T)."""
+        ind = torch.zeros(len(texts), T, device=self.anchor.device)
+        for i, (t, o, n) in enumerate(zip(texts, offsets, heads)):
+            cut = t.find(self.head_marker) if self.head_marker else -1
+            ind[i, : len(o)] = torch.tensor(overlap_indicator(t, o, n, cut), device=ind.device)
+        k = self.lex_window
+        box = torch.ones(1, 1, k, device=ind.device) / k
+        dens = nn.functional.conv1d(ind[:, None], box, padding=k // 2)[:, 0, :T]  # (B, T)
+        return dens / dens.amax(1, keepdim=True).clamp(min=1e-6)
 
     def _gold_token(self, text: str, offsets: list[tuple[int, int]], answers: list[str]) -> int:
         """Index of the token holding the gold answer's first character, or -1 if not found."""
