@@ -195,14 +195,20 @@ def test_head_sweep_sets_every_reading_head_field():
         expand_sweep({"head": ["wide"]})
 
 
-def test_main_config_enables_no_latent_experiment_by_default():
+def test_main_config_runs_one_cpu_sized_latent_experiment_by_default():
     import yaml
 
     from latentwire.workflow import WorkflowPlan
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.yaml")
-    assert WorkflowPlan.from_config(cfg).experiments == {}
+    plan = WorkflowPlan.from_config(cfg)
+    assert list(plan.experiments) == ["select-m48"]
+    run = plan.experiments["select-m48"]
+    # a laptop run: Stage A0 only (the scorer; no receiver forward), read at budget-48's positions
+    assert run.train.encoder_warmup_steps == run.train.steps
+    assert run.latent.read_slots() == 48 and "budget-48" in plan.baselines
+    assert run.latent.encoder.source_model in plan.models  # no extra model to materialize
 
 
 def test_sweep_experiments_join_the_plan(tmp_path):
