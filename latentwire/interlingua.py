@@ -205,6 +205,14 @@ class Interlingua(nn.Module):
         """The encoder's auxiliary loss from its last training forward (None if it has none)."""
         return getattr(self.encoder, "aux_loss", None)
 
+    def encoder_aux_record(self, aux: torch.Tensor) -> dict[str, float]:
+        """Log entries of that auxiliary loss: its value and the encoder's own diagnostics."""
+        return {"aux_loss": float(aux.detach()), **getattr(self.encoder, "last_stats", {})}
+
+    def adapter(self, name: str) -> nn.Module:
+        """Receiver ``name``'s adapter (shallow head)."""
+        return self.adapters[_key(name)]
+
     def slots_for(self, z: torch.Tensor, name: str) -> torch.Tensor:
         """The slots receiver ``name`` reads: (B, n_shared + n_private, d_z)."""
         a = self.args

@@ -147,9 +147,7 @@ def _align_adapters_to_source(
         if lm.spec.name == src_name:
             continue
         w, n = shared_vocab_map(src.tokenizer, src_emb, lm.tokenizer, lm.model.get_input_embeddings().weight)
-        skip = il.adapters[
-            lm.spec.name.replace(".", "_")
-        ].body.skip  # Linear(d_z, d_model): weight (d_model, d_z)
+        skip = il.adapter(lm.spec.name).body.skip  # Linear(d_z, d_model): weight (d_model, d_z)
         with torch.no_grad():
             skip.weight.copy_(w.T.to(skip.weight))
         log.info("adapter %s: skip fitted on %d token strings shared with %s", lm.spec.name, n, src_name)
@@ -295,10 +293,7 @@ def train_step(
             if aux is not None:
                 torch.autograd.backward([z, aux / len(micro)], [z_leaf.grad, None])
                 enc = record.setdefault("encoder", {})
-                for k, v in {
-                    "aux_loss": float(aux.detach()),
-                    **getattr(il.encoder, "last_stats", {}),
-                }.items():
+                for k, v in il.encoder_aux_record(aux).items():
                     enc[k] = enc.get(k, 0.0) + v / len(micro)
             else:
                 z.backward(z_leaf.grad)
@@ -328,7 +323,7 @@ def encoder_step(
             f"train.encoder_warmup_steps: encoder {run.latent.encoder.name!r} produced no auxiliary loss"
         )
     aux.backward()
-    record = {"encoder": {"aux_loss": float(aux.detach()), **getattr(il.encoder, "last_stats", {})}}
+    record = {"encoder": il.encoder_aux_record(aux)}
     record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
     opt.step()
     if sched is not None:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
-from latentwire.encoders.source import SourceReader, build_trunk, get_source_model
+from latentwire.encoders.source import SourceReader, build_trunk, get_source_model, tokenize
 
 # Function words left out of the lexical-overlap prior (English, as the bundled QA data).
 STOPWORDS = frozenset(
@@ -126,20 +126,9 @@ class SelectEncoder(nn.Module):
 
     def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]]]:
         """Ids (B, T), mask (B, T) bool and per-example character offsets of every token."""
-        enc = self.source.lm.tokenizer(
-            list(texts), truncation=True, max_length=self.source.max_tokens, return_offsets_mapping=True
-        )
-        seqs, offs = enc["input_ids"], enc["offset_mapping"]
-        fallback = next(i for i in (self.source.lm.tokenizer.eos_token_id, 0) if i is not None)
-        seqs = [s or [fallback] for s in seqs]
-        offs = [o or [(0, 0)] for o in offs]
-        ids = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-        mask = torch.zeros(ids.shape, dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = True
+        ids, mask, offsets = tokenize(self.source.lm.tokenizer, texts, self.source.max_tokens, offsets=True)
         dev = self.source.device
-        return ids.to(dev), mask.to(dev), [list(map(tuple, o)) for o in offs]
+        return ids.to(dev), mask.to(dev), offsets
 
     def _head_len(self, text: str, offsets: list[tuple[int, int]]) -> int:
         """Tokens that end at or before the first head marker (the question), at most M // 2."""

@@ -47,22 +47,26 @@ def resolve_layer(layer: int, n_layers: int, model: str) -> int:
     return layer % (n_layers + 1)
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, T) int64 and mask (B, T) bool, right-padded (valid tokens first), on the CPU.
+def tokenize(tokenizer, texts: list[str], max_tokens: int, offsets: bool = False) -> tuple:
+    """Token ids (B, T) int64 and mask (B, T) bool, right-padded (valid tokens first), on the CPU;
+    with ``offsets``, also each text's list of (start, end) character spans per token (fast
+    tokenizers only; the fallback token of an empty text spans (0, 0)).
 
     Padding is ours, not the tokenizer's: many LLM tokenizers have no pad token or pad on the left,
     and the poolers need valid tokens first. The pad id (0) is never read: the mask hides it, and
     under causal attention no valid position can see a later one. An empty text becomes one
     BOS/EOS token so no row is fully masked (which would give NaN in attention).
     """
-    seqs = tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]
+    enc = tokenizer(list(texts), truncation=True, max_length=max_tokens, return_offsets_mapping=offsets)
     fallback = next((i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    seqs = [s or [fallback] for s in seqs]
+    seqs = [s or [fallback] for s in enc["input_ids"]]
     ids = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
     mask = torch.zeros(ids.shape, dtype=torch.bool)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, : len(s)] = True
+    if offsets:
+        return ids, mask, [[tuple(span) for span in o] or [(0, 0)] for o in enc["offset_mapping"]]
     return ids, mask
 
 
