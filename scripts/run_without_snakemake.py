@@ -6,9 +6,11 @@ derives them, so results are the pipeline's own; only the scheduling differs (no
 when its output is missing, in rule order). Usage::
 
     python scripts/run_without_snakemake.py --configfile config/config.yaml config/gpu-select.yaml \
-        [--steps models data baselines latent stats] [--dry-run]
+        [--steps models data baselines latent stats] [--jobs N] [--dry-run]
 
 Each job's output goes to the rule's path under results/, its log to logs/ as the rule's ``log:``.
+With ``--jobs N`` the baselines and the experiments (each one's train → eval in order) run N at a
+time, after the models and data and before the tables, as Snakemake would schedule them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -89,33 +92,76 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
     return out
 
 
+Job = tuple[str, list[str], list[str], str]
+
+
+def say(line: str) -> None:
+    """One whole line to stdout (parallel jobs must not interleave)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run_job(job: Job, dry_run: bool) -> int:
+    """Run one job unless its outputs exist; its output goes to its log. Returns the exit code."""
+    step, argv, outs, log = job
+    if all(Path(o).exists() for o in outs):
+        return 0
+    say(f"[{time.strftime('%H:%M:%S')}] {step}: {shlex.join(argv[:1] + argv[1:6])} … > {log}")
+    if dry_run:
+        return 0
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log, "w") as fh:
+        rc = subprocess.call(CLI + argv, stdout=fh, stderr=subprocess.STDOUT)
+    say(f"[{time.strftime('%H:%M:%S')}] rc={rc} in {time.time() - t0:.0f} s: {log}")
+    if rc:
+        say(Path(log).read_text()[-3000:])
+    return rc
+
+
+def run_chain(chain: list[Job], dry_run: bool) -> int:
+    """Jobs that depend on each other (an experiment's train, then its eval), in order."""
+    for job in chain:
+        rc = run_job(job, dry_run)
+        if rc:
+            return rc
+    return 0
+
+
+def chains(jobs_: list[Job]) -> list[list[Job]]:
+    """Independent units: each baseline alone; each experiment's train + eval together."""
+    out: dict[str, list[Job]] = {}
+    for job in jobs_:
+        log = job[3]
+        key = str(Path(log).parent) if job[0] == "latent" else log
+        out.setdefault(key, []).append(job)
+    return list(out.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
     ap.add_argument("--steps", nargs="+", default=["models", "data", "baselines", "latent", "stats"])
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=1, help="baselines / experiments run at a time")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args()
     cfg: dict = {}
     for f in a.configfile:
         cfg = merge_configs(cfg, yaml.safe_load(Path(f).read_text()) or {})
     plan = WorkflowPlan.from_config(cfg)
-    for step, argv, outs, log in jobs(plan, cfg, a.threads):
-        if step not in a.steps or all(Path(o).exists() for o in outs):
-            continue
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {step}: {shlex.join(argv[:1] + argv[1:6])} … > {log}", flush=True
-        )
-        if a.dry_run:
-            continue
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        with open(log, "w") as fh:
-            rc = subprocess.call(CLI + argv, stdout=fh, stderr=subprocess.STDOUT)
-        print(f"    rc={rc} in {time.time() - t0:.0f} s", flush=True)
-        if rc:
-            sys.stdout.write(Path(log).read_text()[-3000:])
-            sys.exit(rc)
+    todo = [j for j in jobs(plan, cfg, a.threads) if j[0] in a.steps]
+    before = [j for j in todo if j[0] in ("models", "data")]
+    middle = [j for j in todo if j[0] in ("baselines", "latent")]
+    after = [j for j in todo if j[0] == "stats"]
+    failed = run_chain(before, a.dry_run)
+    if not failed:
+        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+            codes = list(pool.map(lambda c: run_chain(c, a.dry_run), chains(middle)))
+        failed = next((rc for rc in codes if rc), 0)
+    failed = failed or run_chain(after, a.dry_run)
+    if failed:
+        sys.exit(failed)
     print(json.dumps({"done": True}))
 
 
