@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -378,7 +378,8 @@ def train(
         ids = [str(r["id"]) for r in train_rows]
         teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
-    state = _resume(out_dir, il, opt, sched)
+    state = _resume(out_dir, il, opt, sched, t)
+    static_z = getattr(il.encoder, "input_independent", False)  # a soft-prompt control: never "collapsed"
     step, best = state.get("step", 0), state.get("best", {"mean_f1": -1.0, "step": -1})
     log_path = out_dir / "train_log.jsonl"
     stopped = "completed"
@@ -408,11 +409,11 @@ def train(
                 best = {"mean_f1": record["val"]["mean_f1"], "step": step}
                 _save_weights(out_dir / "best.safetensors", il)
             ratios = [record["val"][lm.spec.name]["unique_prediction_ratio"] for lm in lms]
-            if step >= t.collapse_after and max(ratios) < t.collapse_ratio:
+            if step >= t.collapse_after and max(ratios) < t.collapse_ratio and not static_z:
                 stopped = "collapsed"
         _append(log_path, record)
         if step % t.eval_every == 0 or stopped != "completed" or step == t.steps:
-            _checkpoint(out_dir, il, opt, sched, step, best)
+            _checkpoint(out_dir, il, opt, sched, step, best, t)
         if stopped != "completed":
             log.error(
                 "collapse: unique-prediction share below %.2f at step %d; stopping", t.collapse_ratio, step
@@ -434,22 +435,56 @@ def _save_weights(path: Path, il: Interlingua) -> None:
         save_file({k: v.contiguous() for k, v in il.trainable_state_dict().items()}, str(tmp))
 
 
-def _checkpoint(out_dir: Path, il, opt, sched, step: int, best: dict) -> None:
+def _checkpoint(out_dir: Path, il, opt, sched, step: int, best: dict, t: TrainArgs) -> None:
     _save_weights(out_dir / "latest.safetensors", il)
     with atomic_path(out_dir / "latest_state.pt") as tmp:
         torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp)
-    write_json(out_dir / "latest.json", {"step": step, "best": best})
+    write_json(out_dir / "latest.json", {"step": step, "best": best, "schedule": _schedule_key(t)})
 
 
-def _resume(out_dir: Path, il, opt, sched) -> dict:
+def _schedule_key(t: TrainArgs) -> dict:
+    """The settings the step → learning-rate map, the stage boundaries and the batches depend on."""
+    keys = (
+        "steps",
+        "warmup_steps",
+        "lr",
+        "stage_a_steps",
+        "encoder_warmup_steps",
+        "batch_size",
+        "accum_steps",
+        "seed",
+    )
+    return {k: getattr(t, k) for k in keys}
+
+
+def _check_resumable(meta: Path, saved: dict, t: TrainArgs, done: int) -> None:
+    """A checkpoint resumes only into the run it came from: the same settings, except a longer or
+    shorter ``steps`` whose learning rates over the ``done`` steps already taken are the same."""
+    now = _schedule_key(t)
+    changed = sorted(k for k in saved if k != "steps" and saved[k] != now.get(k))
+    old, new = _schedule(replace(t, **saved)), _schedule(t)
+    if not changed and saved["steps"] != t.steps and any(old(s) != new(s) for s in range(done)):
+        changed = ["steps"]
+    if changed:
+        raise ConfigError(
+            f"{meta}: the checkpoint (step {done}) was trained with other train settings: "
+            + ", ".join(f"train.{k} {saved[k]} then, {now[k]} now" for k in changed)
+            + "; resuming would splice two schedules. Restore them, or delete the folder to start over."
+        )
+
+
+def _resume(out_dir: Path, il, opt, sched, t: TrainArgs) -> dict:
     meta = out_dir / "latest.json"
     if not meta.is_file():
         return {}
+    saved = read_json(meta)
+    if "schedule" in saved:  # checkpoints from before this check carry no schedule
+        _check_resumable(meta, saved["schedule"], t, saved["step"])
     il.load_trainable_state_dict(load_file(str(out_dir / "latest.safetensors")))
     st = torch.load(out_dir / "latest_state.pt", weights_only=False)
     opt.load_state_dict(st["opt"])
     sched.load_state_dict(st["sched"])
-    state = read_json(meta)
+    state = saved
     log_path = out_dir / "train_log.jsonl"
     if log_path.is_file():  # drop records written after the checkpoint we resume from
         import json

@@ -691,3 +691,31 @@ def test_memoized_latents_encode_each_text_once_and_equal_fresh_ones(lms):
     il.train()  # never while training
     il.encode(texts[:1])
     assert len(seen) == 3
+
+
+def test_a_static_soft_prompt_is_not_stopped_as_collapsed(lms, tmp_path, monkeypatch):
+    """Its Z ignores the input, so identical predictions are expected: it trains its whole budget."""
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(0.0))
+    run = make_run(steps=4, eval_every=2, collapse_after=2, collapse_ratio=0.1, batch_size=2)
+    run.latent.encoder.name = "static"
+    summary = train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert summary["stopped"] == "completed" and summary["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"steps": 6}, "train.steps"),
+        ({"steps": 4, "lr": 1e-2}, "train.lr"),
+        ({"steps": 4, "seed": 1}, "train.seed"),
+    ],
+    ids=["steps-reshape-the-decay", "lr", "seed"],
+)
+def test_resume_refuses_a_checkpoint_of_other_train_settings(lms, tmp_path, monkeypatch, change, key):
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    base = {"eval_every": 2, "warmup_steps": 1, "val_examples": 2, "batch_size": 2}
+    train(lms, make_run(steps=4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    with pytest.raises(ConfigError, match=rf"latest\.json.*{key}"):
+        train(lms, make_run(**{**base, **change}), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    # the same settings resume (nothing left to do)
+    assert train(lms, make_run(steps=4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)["steps"] == 4

@@ -18,6 +18,10 @@ from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
 class StaticBank(nn.Module):
     """One learned bank (M, d_z), returned for every text: Z (B, M, d_z) float32."""
 
+    # Identical outputs for every input are this control's nature, not a training failure: training
+    # does not stop it as collapsed (evaluation still reports its diversity and flags it).
+    input_independent = True
+
     def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
         self.n_slots, self.d_z = n_slots, args.d_z
