@@ -72,6 +72,11 @@ class TrainArgs:
     # Stage A0: the first N steps train only the encoder's own auxiliary loss (e.g. select's scorer)
     # without running the receivers; needs an encoder that has one
     encoder_warmup_steps: int = 0
+    # Stages A/B: which receivers run (empty = all) and whether the encoder trains with them. A subset
+    # with a frozen encoder trains only those receivers' reading heads and leaves every other
+    # receiver's input exactly as it was (e.g. on CPU: teach the small model the answer format)
+    stage_b_models: list[str] = field(default_factory=list)
+    stage_b_encoder: bool = True
 
     def validate(self) -> None:
         if self.accum_steps < 1 or self.batch_size < 1 or self.grad_norm_every < 0:
@@ -257,6 +262,7 @@ def train_step(
     teachers: dict[str, TeacherCache] | None = None,
     log_grad_norms: bool = False,
     stage_a: bool = False,
+    train_encoder: bool = True,
 ) -> dict:
     """One optimisation step on ``batch`` for every receiver; returns the step's log record.
 
@@ -264,7 +270,8 @@ def train_step(
     forward + backward runs in turn against a detached Z leaf (one receiver's graph alive at a time),
     then the summed Z gradient flows into the encoder. Losses are averaged over receivers and
     micro-batches, so the accumulated gradient is that of the whole batch; one clipped optimizer step
-    follows. ``teachers``: receiver name -> teacher-logit cache for KD. ``log_grad_norms`` adds
+    follows. ``train_encoder`` False: Z is computed without a graph and the encoder gets no gradient
+    (nor its auxiliary loss), so only the reading heads of ``lms`` move. ``teachers``: receiver name -> teacher-logit cache for KD. ``log_grad_norms`` adds
     ``grad_norms: {model: {part: norm}}``: the norm of each weighted loss part's gradient (mean over
     micro-batches, one receiver) w.r.t. ``params``, without changing the update.
     """
@@ -275,8 +282,11 @@ def train_step(
     with checkpointed_receivers(lms, run.train.grad_checkpointing):
         for mb in micro:
             texts = [content_text(model_view(e), run.prompt) for e in mb]
-            z = il.encode(texts, answers=[e["answers"] for e in mb])  # (b, M, d_z); answers: aux heads only
-            aux = il.encoder_aux_loss()  # e.g. the select encoder's scorer CE, or None
+            with torch.set_grad_enabled(train_encoder):
+                z = il.encode(
+                    texts, answers=[e["answers"] for e in mb]
+                )  # (b, M, d_z); answers: aux heads only
+            aux = il.encoder_aux_loss() if train_encoder else None  # e.g. select's scorer CE, or None
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time
                 name = lm.spec.name
@@ -295,7 +305,7 @@ def train_step(
                 enc = record.setdefault("encoder", {})
                 for k, v in il.encoder_aux_record(aux).items():
                     enc[k] = enc.get(k, 0.0) + v / len(micro)
-            else:
+            elif train_encoder:
                 z.backward(z_leaf.grad)
             zs.append(z.detach())
     record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
@@ -380,6 +390,11 @@ def train(
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     state = _resume(out_dir, il, opt, sched, t)
     static_z = getattr(il.encoder, "input_independent", False)  # a soft-prompt control: never "collapsed"
+    names = [lm.spec.name for lm in lms]
+    unknown = sorted(set(t.stage_b_models) - set(names))
+    if unknown:
+        raise ConfigError(f"train.stage_b_models: {unknown} are not receivers of this run ({names})")
+    b_lms = [lm for lm in lms if not t.stage_b_models or lm.spec.name in t.stage_b_models]
     step, best = state.get("step", 0), state.get("best", {"mean_f1": -1.0, "step": -1})
     log_path = out_dir / "train_log.jsonl"
     stopped = "completed"
@@ -398,7 +413,8 @@ def train(
         else:
             record["stage"] = "A" if stage_a else "B"
             step_kw = {"teachers": teachers, "log_grad_norms": norms, "stage_a": stage_a}
-            record.update(train_step(lms, il, run, batch, params, opt, sched, **step_kw))
+            step_kw["train_encoder"] = t.stage_b_encoder
+            record.update(train_step(b_lms, il, run, batch, params, opt, sched, **step_kw))
         step += 1
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})

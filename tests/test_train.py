@@ -719,3 +719,31 @@ def test_resume_refuses_a_checkpoint_of_other_train_settings(lms, tmp_path, monk
         train(lms, make_run(**{**base, **change}), TRAIN_DF, VAL_DF, tmp_path, CPU)
     # the same settings resume (nothing left to do)
     assert train(lms, make_run(steps=4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)["steps"] == 4
+
+
+def test_stage_b_on_a_subset_with_a_frozen_encoder_moves_only_that_receivers_head(lms, tmp_path, monkeypatch):
+    """train.stage_b_models + stage_b_encoder: false: the other receiver's input stays exactly as it was."""
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    built = []
+    real_build = train_mod.build_interlingua
+
+    def build(*args, **kw):
+        il = real_build(*args, **kw)
+        built.append(il.trainable_state_dict())
+        return il
+
+    monkeypatch.setattr(train_mod, "build_interlingua", build)
+    calls = _count_steps(monkeypatch)
+    train_on = lms[1].spec.name
+    run = make_run(steps=2, eval_every=2, batch_size=2, stage_b_models=[train_on], stage_b_encoder=False)
+    train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert calls == [train_on, train_on]  # the other receiver never ran
+    after = read_weights(tmp_path / "latest.safetensors")
+    moved = {k for k in after if not torch.equal(after[k], built[0][k])}
+    trained_key = f"adapters.{train_on.replace('.', '_')}"
+    assert moved and all(k.startswith(trained_key) for k in moved), sorted(moved)
+
+
+def test_stage_b_models_must_name_receivers(lms, tmp_path):
+    with pytest.raises(ConfigError, match="stage_b_models.*nope"):
+        train(lms, make_run(steps=1, stage_b_models=["nope"]), TRAIN_DF, VAL_DF, tmp_path, CPU)

@@ -205,8 +205,10 @@ def test_main_config_runs_one_cpu_sized_latent_experiment_by_default():
     plan = WorkflowPlan.from_config(cfg)
     assert list(plan.experiments) == ["select-m48"]
     run = plan.experiments["select-m48"]
-    # a laptop run: Stage A0 only (the scorer; no receiver forward), read at budget-48's positions
-    assert run.train.encoder_warmup_steps == run.train.steps
+    # a laptop run: the scorer (Stage A0, no receiver forward), then only the small receiver's reading
+    # head with the encoder frozen (Qwen's forward + backward does not fit 2 cores), at budget-48's positions
+    assert 0 < run.train.encoder_warmup_steps < run.train.steps <= 2 * run.train.encoder_warmup_steps
+    assert run.train.stage_b_models == ["smollm2-135m"] and not run.train.stage_b_encoder
     assert run.latent.read_slots() == 48 and "budget-48" in plan.baselines
     assert run.latent.encoder.source_model in plan.models  # no extra model to materialize
 
