@@ -271,7 +271,8 @@ def train_step(
     then the summed Z gradient flows into the encoder. Losses are averaged over receivers and
     micro-batches, so the accumulated gradient is that of the whole batch; one clipped optimizer step
     follows. ``train_encoder`` False: Z is computed without a graph and the encoder gets no gradient
-    (nor its auxiliary loss), so only the reading heads of ``lms`` move. ``teachers``: receiver name -> teacher-logit cache for KD. ``log_grad_norms`` adds
+    (nor its auxiliary loss), so only the reading heads of ``lms`` move. ``teachers``: receiver
+    name -> teacher-logit cache for KD. ``log_grad_norms`` adds
     ``grad_norms: {model: {part: norm}}``: the norm of each weighted loss part's gradient (mean over
     micro-batches, one receiver) w.r.t. ``params``, without changing the update.
     """
@@ -282,10 +283,9 @@ def train_step(
     with checkpointed_receivers(lms, run.train.grad_checkpointing):
         for mb in micro:
             texts = [content_text(model_view(e), run.prompt) for e in mb]
+            answers = [e["answers"] for e in mb]  # read by encoders' auxiliary heads only
             with torch.set_grad_enabled(train_encoder):
-                z = il.encode(
-                    texts, answers=[e["answers"] for e in mb]
-                )  # (b, M, d_z); answers: aux heads only
+                z = il.encode(texts, answers=answers)  # (b, M, d_z)
             aux = il.encoder_aux_loss() if train_encoder else None  # e.g. select's scorer CE, or None
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time
@@ -469,6 +469,8 @@ def _schedule_key(t: TrainArgs) -> dict:
         "batch_size",
         "accum_steps",
         "seed",
+        "stage_b_models",
+        "stage_b_encoder",
     )
     return {k: getattr(t, k) for k in keys}
 

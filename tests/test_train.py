@@ -708,8 +708,9 @@ def test_a_static_soft_prompt_is_not_stopped_as_collapsed(lms, tmp_path, monkeyp
         ({"steps": 6}, "train.steps"),
         ({"steps": 4, "lr": 1e-2}, "train.lr"),
         ({"steps": 4, "seed": 1}, "train.seed"),
+        ({"steps": 4, "stage_b_encoder": False}, "train.stage_b_encoder"),
     ],
-    ids=["steps-reshape-the-decay", "lr", "seed"],
+    ids=["steps-reshape-the-decay", "lr", "seed", "stage_b_encoder"],
 )
 def test_resume_refuses_a_checkpoint_of_other_train_settings(lms, tmp_path, monkeypatch, change, key):
     monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
