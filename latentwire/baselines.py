@@ -1,30 +1,38 @@
-"""Text-side baselines: full text prompt, token budget (first M content tokens), closed book.
+"""Text-side baselines and discrete comparators, each a prompt maker for :func:`latentwire.evaluate.evaluate`.
 
-Each is a prompt maker for :func:`latentwire.evaluate.evaluate`, built on the prompt contract.
-The ``name`` of a baseline is what the workflow's ``{baseline}`` wildcard holds: ``text``,
-``closed`` or ``budget-M`` (for example ``budget-32``).
+The ``name`` of a baseline is what the workflow's ``{baseline}`` wildcard holds:
+
+- ``text`` (full prompt), ``closed`` (question only), ``budget-M`` (first M content tokens);
+- the discrete comparators of :mod:`latentwire.comparators` at M content positions: ``tail-M``,
+  ``lexical-M``, ``selfinfo-M``, ``select-text-M`` and the upper bound ``oracle-M``.
+
+All are built on the prompt contract: the same prefix and suffix, only the content span differs.
+Every prompt's facts include its content positions and its payload as UTF-8 bytes of the content it
+sends and as packed token ids (⌈log2 V⌉ bits per id).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from latentwire.batching import embed_ids
+from latentwire.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
 from latentwire.evaluate import EvalArgs, PromptMaker
 from latentwire.models import LoadedModel
-from latentwire.prompt import PromptArgs, build_prompt
+from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text
 
-_BASELINE = re.compile(r"^(text|closed|budget-(\d+))$")
+_BASELINE = re.compile(r"^(text|closed)$|^(budget|tail|lexical|selfinfo|oracle|select-text)-([1-9]\d*)$")
 
 
 @dataclass
 class BaselineArgs:
     """One baseline run: which baseline, the prompt contract and the evaluation settings."""
 
-    name: str  # text | closed | budget-M
+    name: str  # text | closed | budget-M | tail-M | lexical-M | selfinfo-M | oracle-M | select-text-M
     prompt: PromptArgs = field(default_factory=PromptArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
 
@@ -33,40 +41,78 @@ class BaselineArgs:
 
 
 def parse_baseline(name: str) -> tuple[str, int | None]:
-    """``budget-32`` → ("budget", 32); ``text`` → ("text", None)."""
+    """``budget-32`` → ("budget", 32); ``select-text-48`` → ("select-text", 48); ``text`` → ("text", None)."""
     m = _BASELINE.match(name)
     if not m:
-        raise ValueError(f"baseline {name!r}: expected text, closed or budget-M")
-    return ("budget", int(m.group(2))) if m.group(2) else (name, None)
+        raise ValueError(
+            f"baseline {name!r}: expected text, closed, or budget|tail|lexical|selfinfo|oracle|select-text-M"
+        )
+    return (m.group(1), None) if m.group(1) else (m.group(2), int(m.group(3)))
 
 
-def text_prompt_maker(lm: LoadedModel, prompt_args: PromptArgs, name: str) -> PromptMaker:
-    """Prompt maker for a text-side baseline ``name``."""
+def text_prompt_maker(
+    lm: LoadedModel,
+    prompt_args: PromptArgs,
+    name: str,
+    windows: Mapping[str, Mapping] | None = None,
+    gold: Mapping[str, list[str]] | None = None,
+) -> PromptMaker:
+    """Prompt maker for the text-side baseline ``name``.
+
+    ``windows``: content text -> ``select-windows`` record (``select-text-M`` only). ``gold``: content
+    text -> gold answers, for the ``oracle-M`` upper bound only (every other kind never sees it).
+    """
     kind, budget = parse_baseline(name)
     tok, chat = lm.tokenizer, lm.uses_chat_template
     limit = lm.spec.context_limit
+    if kind == "select-text" and windows is None:
+        raise ValueError(f"baseline {name}: needs the select windows file (--windows)")
+    if kind == "oracle" and gold is None:
+        raise ValueError(f"baseline {name}: the oracle needs the gold answers")
+    selector = COMPARATORS.get(kind) if kind in COMPARATORS else None
+    vocab = len(tok)
 
     def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
         embeds, facts = [], []
         for v in views:
             full = build_prompt(v, tok, prompt_args, chat, "text")
-            p = full if kind == "text" else build_prompt(v, tok, prompt_args, chat, kind, budget)
+            if selector is not None:
+                p = PromptIds(full.prefix, _selected(v, full, selector), full.suffix, full.content_text)
+            elif kind == "text":
+                p = full
+            else:
+                p = build_prompt(v, tok, prompt_args, chat, kind, budget)
             ids = p.ids
             if len(ids) > limit:
                 raise ValueError(
                     f"prompt of {len(ids)} tokens exceeds context_limit {limit} of {lm.spec.name}"
                 )
             embeds.append(embed_ids(lm.model, ids, lm.device))  # (T_i, d)
-            sent = tok.decode(p.content) if kind == "budget" else p.content_text
+            sent = p.content_text if kind in ("text", "closed") else tok.decode(p.content)
             facts.append(
                 {
                     "prompt_tokens": len(ids),
                     "content_positions": len(p.content),
                     "text_content_tokens": len(full.content),
                     "payload_bytes": len(sent.encode("utf-8")),
+                    "payload_id_bytes": packed_id_bytes(len(p.content), vocab),
                     "text_bytes": len(full.content_text.encode("utf-8")),
                 }
             )
         return embeds, facts
+
+    def _selected(view: dict, full: PromptIds, selector) -> list[int]:
+        text = content_text(view, prompt_args)
+        ids, offsets = content_offsets(tok, text)
+        if ids != full.content:
+            raise ValueError(f"{lm.spec.name}: offset tokenization differs from the prompt's content ids")
+        c = Content(text, ids, offsets, full.prefix)
+        if kind == "oracle":
+            c.answers = gold[text]
+        if kind == "select-text":
+            if text not in windows:
+                raise KeyError(f"baseline {name}: no select window for an example (content {text[:60]!r}…)")
+            c.window = windows[text]
+        return selector(c, budget, lm)
 
     return make

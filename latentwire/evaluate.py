@@ -126,6 +126,7 @@ def evaluate(
             pred = postprocess_answer(raw)
             row = {
                 "id": ex["id"],
+                "title": ex.get("title", ""),  # the article: the bootstrap's cluster
                 "question": ex["question"],
                 "answers": ex["answers"],
                 "prediction": pred,
@@ -155,7 +156,14 @@ def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]
     out["nll_per_token"] = mean([r["nll_per_token"] for r in rows])
     out["first_token_top1"] = mean([float(r["first_token_rank"] < 1) for r in rows])
     out["first_token_top5"] = mean([float(r["first_token_rank"] < 5) for r in rows])
-    for key in ("prompt_tokens", "content_positions", "text_content_tokens", "payload_bytes", "text_bytes"):
+    for key in (
+        "prompt_tokens",
+        "content_positions",
+        "text_content_tokens",
+        "payload_bytes",
+        "payload_id_bytes",
+        "text_bytes",
+    ):
         if rows and key in rows[0]:
             out[key] = mean([r[key] for r in rows])
     if "content_positions" in out and out["content_positions"]:

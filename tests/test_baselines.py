@@ -23,15 +23,22 @@ VIEW = {
         ("closed", ("closed", None)),
         ("budget-8", ("budget", 8)),
         ("budget-128", ("budget", 128)),
+        ("tail-48", ("tail", 48)),
+        ("lexical-16", ("lexical", 16)),
+        ("selfinfo-32", ("selfinfo", 32)),
+        ("oracle-48", ("oracle", 48)),
+        ("select-text-48", ("select-text", 48)),
     ],
 )
 def test_parse_baseline(name, parsed):
     assert parse_baseline(name) == parsed
 
 
-@pytest.mark.parametrize("name", ["budget", "budget-", "budget-8x", "Text", "latent", "budget--8", " text"])
+@pytest.mark.parametrize(
+    "name", ["budget", "budget-", "budget-8x", "Text", "latent", "budget--8", " text", "tail-0", "text-8"]
+)
 def test_parse_baseline_rejects_other_names(name):
-    with pytest.raises(ValueError, match="expected text, closed or budget-M"):
+    with pytest.raises(ValueError, match="expected text, closed, or budget"):
         parse_baseline(name)
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import torch
 
-from latentwire.baselines import BaselineArgs, text_prompt_maker
+from latentwire.baselines import BaselineArgs, parse_baseline, text_prompt_maker
+from latentwire.cli.tuned import load_windows
+from latentwire.comparators import UPPER_BOUNDS
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
-from latentwire.evaluate import evaluate, select_examples
+from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.models import load_model, load_registry
+from latentwire.prompt import content_text
 from latentwire.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--data", required=True, help="parquet of the evaluation split")
     p.add_argument("--config-json", required=True, help="BaselineArgs as JSON")
+    p.add_argument("--windows", nargs="*", default=[], help="select-windows files (select-text-M only)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--metrics", required=True)
@@ -40,10 +44,23 @@ def run(args: argparse.Namespace) -> int:
     spec = load_registry(args.registry)[args.model]
     lm = load_model(spec, args.manifest, device=cfg.eval.device)
     examples = select_examples(read_split(args.data), cfg.eval)
-    maker = text_prompt_maker(lm, cfg.prompt, cfg.name)
+    kind, _ = parse_baseline(cfg.name)
+    # the oracle upper bound reads the gold answers (by content text); no other kind receives them
+    gold = (
+        {content_text(model_view(e), cfg.prompt): e["answers"] for e in examples}
+        if kind in UPPER_BOUNDS
+        else None
+    )
+    maker = text_prompt_maker(lm, cfg.prompt, cfg.name, load_windows(args.windows), gold)
     rows, summary = evaluate(lm, examples, maker, cfg.prompt, cfg.eval, desc=f"{args.model}/{cfg.name}")
-    resolved = {"baseline": to_dict(cfg), "model": to_dict(spec), "data": str(Path(args.data))}
+    resolved = {
+        "baseline": to_dict(cfg),
+        "model": to_dict(spec),
+        "data": str(Path(args.data)),
+        "windows": args.windows,
+    }
     summary.update({"system": cfg.name, "kind": "baseline", "provenance": provenance(resolved)})
+    summary["upper_bound"] = kind in UPPER_BOUNDS  # reads gold: a bound, never a system
     write_jsonl(args.predictions, rows)
     write_json(args.metrics, summary)
     log.info(

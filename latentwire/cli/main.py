@@ -16,6 +16,8 @@ SUBCOMMANDS = (
     "prepare",
     "model",
     "baseline",
+    "select_windows",
+    "tuned",
     "teacher",
     "latent",
     "hidden_cache",

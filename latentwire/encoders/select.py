@@ -80,6 +80,36 @@ def answer_char_start(text: str, answers: list[str], after: int = 0) -> int:
     return -1
 
 
+def head_length(text: str, offsets: list[tuple[int, int]], marker: str, n_slots: int) -> int:
+    """Tokens that end at or before the first ``marker`` (the question), at most ``n_slots // 2``."""
+    cut = text.find(marker) if marker else -1
+    if cut < 0:
+        return 0
+    n = sum(1 for _, end in offsets if end <= cut + len(marker))
+    return min(n, n_slots // 2)
+
+
+def kept_window(n_head: int, length: int, start_tok: int, n_slots: int, lead: float) -> list[int]:
+    """Token indices kept for one text of ``length`` tokens: its ``n_head`` head tokens, then a window
+    of ``n_slots - n_head`` consecutive tokens starting ``lead`` of the window before ``start_tok``
+    (clamped into the text); every token when the text fits in ``n_slots``."""
+    if length <= n_slots:
+        return list(range(length))
+    W = n_slots - n_head
+    s = start_tok - int(lead * W)
+    s = max(n_head, min(s, length - W))
+    return list(range(n_head)) + list(range(s, s + W))
+
+
+def overlap_density(indicator: torch.Tensor, window: int) -> torch.Tensor:
+    """Share of question-word tokens among the ``window`` tokens centred on each token, divided by its
+    maximum over the text (1 at the densest stretch; all 0 without overlap). (B, T) -> (B, T)."""
+    T = indicator.shape[1]
+    box = torch.ones(1, 1, window, device=indicator.device) / window
+    dens = nn.functional.conv1d(indicator[:, None], box, padding=window // 2)[:, 0, :T]  # (B, T)
+    return dens / dens.amax(1, keepdim=True).clamp(min=1e-6)
+
+
 @ENCODERS.register("select")
 class SelectEncoder(nn.Module):
     """Head tokens + a scored window of the rest, one slot per kept token (see module docstring)."""
@@ -131,14 +161,36 @@ class SelectEncoder(nn.Module):
         return ids.to(dev), mask.to(dev), offsets
 
     def _head_len(self, text: str, offsets: list[tuple[int, int]]) -> int:
-        """Tokens that end at or before the first head marker (the question), at most M // 2."""
-        cut = text.find(self.head_marker) if self.head_marker else -1
-        if cut < 0:
-            return 0
-        n = sum(1 for _, end in offsets if end <= cut + len(self.head_marker))
-        return min(n, self.n_slots // 2)
+        return head_length(text, offsets, self.head_marker, self.n_slots)
 
     def forward(self, texts: list[str], answers: list[list[str]] | None = None) -> torch.Tensor:
+        feats, rows, _, _ = self._select(texts, answers)
+        return self._gather(feats, rows)  # (B, M, d_z)
+
+    @torch.no_grad()
+    def kept_tokens(self, texts: list[str]) -> list[dict]:
+        """What the encoder keeps of each text with no gold input (the scorer alone, as at evaluation):
+        per text ``{"ids": source-model ids of the kept tokens in order, "spans": their (start, end)
+        character offsets in the text, "n_head": how many of them are head tokens}``. This is the
+        discrete choice a ``select`` latent encodes (the ``select-text-M`` comparator feeds it as text)."""
+        was = self.training
+        self.eval()
+        try:
+            _, rows, ids, offsets = self._select(texts, None)
+        finally:
+            self.train(was)
+        heads = [self._head_len(t, o) for t, o in zip(texts, offsets)]
+        return [
+            {
+                "ids": [int(ids[i, j]) for j in r],
+                "spans": [list(offsets[i][j]) for j in r],
+                "n_head": min(heads[i], len(r)),
+            }
+            for i, r in enumerate(rows)
+        ]
+
+    def _select(self, texts: list[str], answers: list[list[str]] | None):
+        """(features (B, T, d), kept token indices per text, ids (B, T), offsets) of one batch."""
         ids, mask, offsets = self._tokenize(texts)  # (B, T), (B, T)
         with torch.no_grad():
             h = self.source.hidden(ids, mask).float().to(self.anchor.device)  # (B, T, d)
@@ -166,7 +218,7 @@ class SelectEncoder(nn.Module):
             for i in range(B):  # teacher windows: centred on the gold start, training only
                 if gold[i] >= 0 and torch.rand(()) < self.teacher_window:
                     rows[i] = self._kept(heads[i], lengths[i], gold[i])
-        return self._gather(feats, rows)  # (B, M, d_z)
+        return feats, rows, ids, offsets
 
     def _overlap_density(self, texts, offsets, heads: list[int], T: int) -> torch.Tensor:
         """Share of question words among the ``lexical_window`` tokens centred on each token, divided
@@ -175,10 +227,7 @@ class SelectEncoder(nn.Module):
         for i, (t, o, n) in enumerate(zip(texts, offsets, heads)):
             cut = t.find(self.head_marker) if self.head_marker else -1
             ind[i, : len(o)] = torch.tensor(overlap_indicator(t, o, n, cut), device=ind.device)
-        k = self.lex_window
-        box = torch.ones(1, 1, k, device=ind.device) / k
-        dens = nn.functional.conv1d(ind[:, None], box, padding=k // 2)[:, 0, :T]  # (B, T)
-        return dens / dens.amax(1, keepdim=True).clamp(min=1e-6)
+        return overlap_density(ind, self.lex_window)
 
     def _gold_token(self, text: str, offsets: list[tuple[int, int]], answers: list[str]) -> int:
         """Index of the token holding the gold answer's first character, or -1 if not found."""
@@ -189,14 +238,7 @@ class SelectEncoder(nn.Module):
         return next((j for j, (s, e) in enumerate(offsets) if s <= c < e), -1)
 
     def _kept(self, n_head: int, length: int, start_tok: int) -> list[int]:
-        """Token indices kept for one text: its head, then a W-token window around ``start_tok``."""
-        M = self.n_slots
-        if length <= M:
-            return list(range(length))
-        W = M - n_head
-        s = start_tok - int(self.lead * W)
-        s = max(n_head, min(s, length - W))
-        return list(range(n_head)) + list(range(s, s + W))
+        return kept_window(n_head, length, start_tok, self.n_slots, self.lead)
 
     def _gather(self, feats: torch.Tensor, rows: list[list[int]]) -> torch.Tensor:
         """Projected features of the kept tokens, padded to M, plus slot embeddings: (B, M, d_z)."""

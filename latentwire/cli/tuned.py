@@ -1,0 +1,94 @@
+"""``latentwire tune-text`` and ``latentwire eval-tuned``: a text-side ceiling trained like a latent.
+
+tune-text trains LoRA on one receiver reading ``text`` or ``select-text-M`` prompts
+(:mod:`latentwire.text_tuning`); eval-tuned rebuilds it from ``best.safetensors`` and evaluates it
+exactly like the baseline it reads, as system ``{kind}-tuned-s{seed}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from latentwire.baselines import text_prompt_maker
+from latentwire.config import from_dict, to_dict
+from latentwire.data import read_split
+from latentwire.evaluate import evaluate, select_examples
+from latentwire.io import read_jsonl, write_json, write_jsonl
+from latentwire.lora import apply_lora, load_lora_state_dict
+from latentwire.models import load_model, load_registry
+from latentwire.provenance import provenance
+from latentwire.text_tuning import TunedArgs, tune
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    for name, func in (("tune-text", run_tune), ("eval-tuned", run_eval)):
+        p = sub.add_parser(name, help=func.__doc__)
+        p.add_argument("--registry", required=True)
+        p.add_argument("--model", required=True)
+        p.add_argument("--manifest", required=True)
+        p.add_argument("--config-json", required=True, help="TunedArgs as JSON")
+        p.add_argument("--windows", nargs="*", default=[], help="select-windows files (select-text only)")
+        p.add_argument("--threads", type=int, default=0)
+        if name == "tune-text":
+            p.add_argument("--train", required=True)
+            p.add_argument("--validation", required=True)
+            p.add_argument("--out-dir", required=True)
+        else:
+            p.add_argument("--checkpoint", required=True)
+            p.add_argument("--data", required=True)
+            p.add_argument("--predictions", required=True)
+            p.add_argument("--metrics", required=True)
+        p.set_defaults(func=func)
+
+
+def load_windows(paths: list[str]) -> dict[str, dict] | None:
+    """content text -> select-windows record, over every file given (None without files)."""
+    if not paths:
+        return None
+    return {r["text"]: r for path in paths for r in read_jsonl(path)}
+
+
+def _setup(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = from_dict(TunedArgs, json.loads(args.config_json), where="tuned")
+    spec = load_registry(args.registry)[args.model]
+    lm = load_model(spec, args.manifest, device=cfg.eval.device)
+    resolved = {"tuned": to_dict(cfg), "model": to_dict(spec), "windows": args.windows}
+    return cfg, lm, resolved
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """train a LoRA text ceiling on one receiver"""
+    cfg, lm, resolved = _setup(args)
+    summary = tune(
+        lm, cfg, read_split(args.train), read_split(args.validation), args.out_dir, load_windows(args.windows)
+    )
+    write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """evaluate a trained LoRA text ceiling like its baseline"""
+    cfg, lm, resolved = _setup(args)
+    apply_lora(lm.model, cfg.lora)
+    load_lora_state_dict(lm.model, load_file(args.checkpoint))
+    system = f"{cfg.system}-s{cfg.train.seed}"
+    examples = select_examples(read_split(args.data), cfg.eval)
+    maker = text_prompt_maker(lm, cfg.prompt, cfg.kind, load_windows(args.windows))
+    rows, summary = evaluate(lm, examples, maker, cfg.prompt, cfg.eval, desc=f"{args.model}/{system}")
+    summary.update(
+        {"system": system, "kind": "tuned", "seed": cfg.train.seed, "provenance": provenance(resolved)}
+    )
+    write_jsonl(args.predictions, rows)
+    write_json(args.metrics, summary)
+    log.info("%s %s: EM %.3f F1 %.3f", args.model, system, summary["em"], summary["f1"])
+    return 0

@@ -1,0 +1,158 @@
+"""Matched-supervision text ceilings: a receiver fine-tuned (LoRA) on the same data as a latent, reading text.
+
+A latent trained on SQuAD beside a zero-shot text prompt mostly measures supervision (answer format).
+The fair ceiling is the receiver trained the same way on the text side: the same train split, steps,
+batch, learning-rate schedule and answer losses as the latent experiment's Stage B, with a comparable
+trainable budget (PEFT LoRA r8 on the layers the latent's LoRA head uses), reading the prompts of a
+text-side baseline — ``text`` (the full prompt: ``text-tuned``) or ``select-text-M`` (the select
+encoder's kept tokens as text: ``select-text-M-tuned``). The checkpoint is picked on validation F1.
+
+``setup`` is :func:`tune`'s first lines; the loop only iterates; evaluation reuses
+:func:`latentwire.evaluate.evaluate` with the baseline's own prompt maker, so the tuned ceiling is
+scored exactly like the baseline it starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from latentwire.baselines import parse_baseline, text_prompt_maker
+from latentwire.batching import collate
+from latentwire.config import ConfigError, to_dict
+from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.io import atomic_path, write_json, write_jsonl
+from latentwire.lora import LoraArgs, apply_lora, lora_state_dict
+from latentwire.losses import LossArgs, loss_parts
+from latentwire.models import LoadedModel
+from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.scoring import answer_logits
+from latentwire.train import TrainArgs, _schedule
+
+log = logging.getLogger(__name__)
+
+#: the text-side prompts a tuned ceiling may read (an oracle reads gold: never trained on)
+TUNABLE = ("text", "select-text")
+
+
+@dataclass
+class TunedArgs:
+    """One tuned text ceiling: which prompts, the LoRA, and the latent's Stage B schedule and losses."""
+
+    kind: str = "text"  # text | select-text-M
+    lora: LoraArgs = field(default_factory=lambda: LoraArgs(rank=8))
+    loss: LossArgs = field(default_factory=LossArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    prompt: PromptArgs = field(default_factory=PromptArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
+
+    def validate(self) -> None:
+        base, _ = parse_baseline(self.kind)
+        if base not in TUNABLE:
+            raise ConfigError(f"tuned.kind: {self.kind!r} is not text or select-text-M")
+        if self.lora.rank < 1:
+            raise ConfigError("tuned.lora.rank: must be >= 1 (a tuned ceiling trains LoRA)")
+        if self.loss.w_kd or self.loss.w_hidden or self.loss.w_gist:
+            raise ConfigError("tuned.loss: only answer / first-token / K-token CE (no KD, hidden or gist)")
+
+    @property
+    def system(self) -> str:
+        return f"{self.kind}-tuned"
+
+
+def stage_b_schedule(train: TrainArgs, seed: int) -> TrainArgs:
+    """The latent experiment's Stage B as its own schedule: its steps after the encoder warm-up, with
+    the same batch, learning rate, warm-up, validation cadence and the given seed."""
+    return TrainArgs(
+        steps=train.steps - train.encoder_warmup_steps,
+        batch_size=train.batch_size,
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_steps,
+        grad_clip=train.grad_clip,
+        eval_every=train.eval_every,
+        val_examples=train.val_examples,
+        log_every=train.log_every,
+        seed=seed,
+        accum_steps=train.accum_steps,
+    )
+
+
+def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tuple[torch.Tensor, dict]:
+    """The teacher-forced loss of one batch on ``lm`` (LoRA active). Returns (loss, float parts)."""
+    tok, chat = lm.tokenizer, lm.uses_chat_template
+    eos = eos_id(tok, lm.spec.eos_token)
+    with torch.no_grad():
+        embeds, _ = maker([model_view(e) for e in batch])  # [(T_i, d)]: frozen embeddings, no grad
+    golds = [answer_ids(e["answers"][0], tok, args.prompt, chat, eos) for e in batch]
+    b = collate(lm.model, embeds, golds)
+    with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
+        logits = answer_logits(lm.model, b)  # (B, A, V)
+    parts = loss_parts(args.loss, logits, b.answer_ids)
+    loss = sum(parts.values())
+    return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+
+
+def tune(
+    lm: LoadedModel,
+    args: TunedArgs,
+    train_df,
+    val_df,
+    out_dir: str | Path,
+    windows: Mapping[str, Mapping] | None = None,
+) -> dict:
+    """Train LoRA on ``lm`` reading ``args.kind`` prompts; write ``best.safetensors`` (LoRA tensors),
+    ``train_log.jsonl`` and ``train_summary.json`` into ``out_dir``; return the summary.
+
+    ``windows``: content text -> select-windows record covering the train and validation examples
+    (``select-text-M`` only)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = args.train
+    torch.manual_seed(t.seed)
+    params = apply_lora(lm.model, args.lora)
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))
+    maker = text_prompt_maker(lm, args.prompt, args.kind, windows)
+    train_rows = select_examples(train_df, EvalArgs(n_examples=0))
+    val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
+    ev = EvalArgs(**{**to_dict(args.eval), "n_examples": 0})
+    best, log_rows, t0 = {"f1": -1.0, "step": -1}, [], time.time()
+    for step in range(1, t.steps + 1):
+        rng = np.random.default_rng(t.seed * 1_000_003 + step - 1)  # the latent loop's batches
+        batch = [train_rows[i] for i in rng.choice(len(train_rows), t.batch_size, replace=False)]
+        loss, record = tuned_step(lm, args, maker, batch)
+        loss.backward()
+        record.update(step=step, lr=sched.get_last_lr()[0])
+        record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % t.eval_every == 0 or step == t.steps:
+            _, s = evaluate(lm, val_rows, maker, args.prompt, ev, desc="val")
+            record["val"] = {k: s[k] for k in ("f1", "em", "nll_per_token", "unique_prediction_ratio")}
+            log.info("step %d validation %s", step, record["val"])
+            if s["f1"] > best["f1"]:
+                best = {"f1": s["f1"], "step": step}
+                with atomic_path(out_dir / "best.safetensors") as tmp:
+                    save_file({k: v.contiguous() for k, v in lora_state_dict(lm.model).items()}, str(tmp))
+        elif step % t.log_every == 0 or step == 1:
+            log.info("step %d %s", step, record)
+        log_rows.append(record)
+    write_jsonl(out_dir / "train_log.jsonl", log_rows)
+    summary = {
+        "steps": t.steps,
+        "best": best,
+        "train_seconds": time.time() - t0,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "system": args.system,
+    }
+    write_json(out_dir / "train_summary.json", summary)
+    return summary
