@@ -20,6 +20,11 @@ Hypotheses (F1 in points, 0-100):
 - H5b payload reduced: the latent's bytes on the wire (smallest *evaluated* wire format: int8 if the
   ``:int8`` system exists, else fp16) below the UTF-8 bytes of the text content (CI of the mean of
   per-example text bytes; the latent's size is fixed). Both numbers are reported.
+- H6  latent F1 > the best discrete comparator's F1 at no more positions and no more bytes: among the
+  evaluated text-side rivals of the same receiver (budget-M, tail-M, lexical-M, selfinfo-M,
+  select-text-M and their tuned ceilings; never the oracle bound, never the full text) with content
+  positions ≤ the latent's and wire bytes (min of UTF-8 and packed ids) ≤ the latent's smallest
+  evaluated wire format, the one with the highest mean F1; paired CI of the difference above 0.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from latentwire.intervals import budget_at, fmt_ci, joint_delta, paired_delta
-from latentwire.results import ResultSet, SystemResult
+from latentwire.results import ResultSet, SystemResult, cluster_map, text_side_kind
 from latentwire.stats import Interval, StatsArgs, bootstrap_ci, paired_ratio_ci, two_sample_ratio_ci
 
 MET, NOT_MET, NOT_EVALUABLE = "met", "not met", "not evaluable"
@@ -44,7 +49,10 @@ STATEMENTS = {
     "H4": f"joint rescoring F1 ≥ best single receiver F1 + {H4_MARGIN:g}",
     "H5a": f"prefill reduced: ≥ {MIN_COMPRESSION:g}× fewer content positions and lower prefill time than text",
     "H5b": "payload reduced: latent bytes on the wire < UTF-8 bytes of the text content",
+    "H6": "latent F1 > best discrete comparator F1 at ≤ the latent's positions and ≤ its bytes",
 }
+#: text-side kinds that are discrete rivals of a latent (H6): no full text, closed book or oracle
+DISCRETE_KINDS = frozenset({"budget", "tail", "lexical", "selfinfo", "select-text"})
 COLUMNS = [
     "hypothesis", "dataset", "model", "system", "reference", "statement", "status", "estimate", "ci_low",
     "ci_high", "threshold", "unit", "note", "n", "method", "n_resamples", "seed", "alpha",
@@ -105,7 +113,12 @@ def h3(rs: ResultSet, lat: SystemResult, args: StatsArgs) -> dict:
     if text is None:
         return _row("H3", lat, "text", NOT_EVALUABLE, "no text baseline", args)
     try:
-        iv = paired_ratio_ci(lat.per_example("nll_per_token"), text.per_example("nll_per_token"), args)
+        iv = paired_ratio_ci(
+            lat.per_example("nll_per_token"),
+            text.per_example("nll_per_token"),
+            args,
+            clusters=cluster_map(args.cluster, lat, text),
+        )
     except ValueError as e:
         return _row("H3", lat, "text", NOT_EVALUABLE, f"not computed: {e}", args)
     status = MET if iv.high <= H3_MAX_RATIO else NOT_MET
@@ -163,13 +176,10 @@ def h5b(rs: ResultSet, lat: SystemResult, args: StatsArgs) -> dict:
     if not lat.rows or "text_bytes" not in lat.rows[0]:
         return _row("H5b", lat, "text", NOT_EVALUABLE, "no per-example text bytes", args)
     fmts = lat.metrics.get("payload_bytes_by_format") or {}
-    evaluated = {"fp16": lat.metrics["payload_bytes"]}
-    int8 = rs.get(lat.dataset, lat.model, f"{lat.system}:int8")
-    if int8 is not None:
-        evaluated["int8"] = int8.metrics["payload_bytes"]
-    fmt = min(evaluated, key=evaluated.get)
-    size = float(evaluated[fmt])
-    tb = bootstrap_ci([r["text_bytes"] for r in lat.rows], args)  # mean UTF-8 bytes of the content
+    fmt, size = latent_wire_bytes(rs, lat)
+    clusters = cluster_map(args.cluster, lat)
+    labels = [clusters[r["id"]] for r in lat.rows] if clusters else None
+    tb = bootstrap_ci([r["text_bytes"] for r in lat.rows], args, clusters=labels)  # mean UTF-8 bytes
     iv = Interval(tb.estimate / size, tb.low / size, tb.high / size, tb.n, args.n_resamples, args.seed,
                   args.alpha, "percentile bootstrap of mean text bytes / fixed latent bytes")  # fmt: skip
     status = MET if iv.low > 1.0 else NOT_MET
@@ -184,6 +194,50 @@ def h5b(rs: ResultSet, lat: SystemResult, args: StatsArgs) -> dict:
     return _row("H5b", lat, "text (UTF-8)", status, note, args, iv, "> 1", "text/latent bytes ×")
 
 
+def latent_wire_bytes(rs: ResultSet, lat: SystemResult) -> tuple[str, float]:
+    """(format, bytes) of the latent's smallest evaluated wire format (int8 if evaluated, else fp16)."""
+    evaluated = {"fp16": float(lat.metrics["payload_bytes"])}
+    int8 = rs.get(lat.dataset, lat.model, f"{lat.system}:int8")
+    if int8 is not None:
+        evaluated["int8"] = float(int8.metrics["payload_bytes"])
+    fmt = min(evaluated, key=evaluated.get)
+    return fmt, evaluated[fmt]
+
+
+def discrete_rivals(rs: ResultSet, lat: SystemResult) -> list[SystemResult]:
+    """Discrete comparators of ``lat``'s receiver at ≤ its content positions and ≤ its wire bytes."""
+    M, (_, size) = lat.content_positions or 0, latent_wire_bytes(rs, lat)
+    out = []
+    for s in rs.systems:
+        kind = text_side_kind(s.system)
+        if s.dataset != lat.dataset or s.model != lat.model or kind is None or kind[0] not in DISCRETE_KINDS:
+            continue
+        m = s.metrics
+        wire = min(m.get("payload_bytes", math.inf), m.get("payload_id_bytes", math.inf))
+        if m.get("content_positions", math.inf) <= M + 1e-9 and wire <= size:
+            out.append(s)
+    return out
+
+
+def h6(rs: ResultSet, lat: SystemResult, args: StatsArgs) -> dict:
+    rivals = discrete_rivals(rs, lat)
+    if not rivals:
+        note = f"no discrete comparator evaluated at ≤ {lat.content_positions or 0:g} positions"
+        return _row("H6", lat, "best discrete", NOT_EVALUABLE, note, args)
+    best = max(rivals, key=lambda s: s.metrics["f1"])
+    iv, why = paired_delta(lat, best, "f1", args)
+    if iv is None:
+        return _row("H6", lat, best.system, NOT_EVALUABLE, why, args)
+    status = MET if iv.low > 0 else NOT_MET
+    others = ", ".join(f"{s.system} {100 * s.metrics['f1']:.1f}" for s in rivals if s is not best)
+    note = (
+        f"best of {len(rivals)}: {best.system} F1 {100 * best.metrics['f1']:.1f} at "
+        f"{best.metrics.get('content_positions', 0):.0f} positions; ΔF1 CI low {iv.low:.1f} "
+        f"{'>' if status == MET else '≤'} 0" + (f" (others: {others})" if others else "")
+    )
+    return _row("H6", lat, best.system, status, note, args, iv, "> 0", "F1 points")
+
+
 def build_hypotheses(rs: ResultSet, args: StatsArgs) -> pd.DataFrame:
     """The hypothesis table (columns :data:`COLUMNS`); without latents, one not-evaluable row each."""
     lats = rs.main_latents()
@@ -196,7 +250,7 @@ def build_hypotheses(rs: ResultSet, args: StatsArgs) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=COLUMNS)
     rows = []
     for lat in lats:
-        rows += [f(rs, lat, args) for f in (h1, h2, h3, h5a, h5b)]
+        rows += [f(rs, lat, args) for f in (h1, h2, h3, h5a, h5b, h6)]
     for dataset, exp in sorted({(s.dataset, s.exp) for s in lats} | set(rs.joints)):
         rows.append(h4(rs, dataset, exp, args))
     df = pd.DataFrame(rows, columns=COLUMNS)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latentwire.results import METRICS, ResultSet, SystemResult, parse_system
+from latentwire.results import METRICS, ResultSet, SystemResult, cluster_map, parse_system
 from latentwire.stats import Interval, StatsArgs, bootstrap_ci, paired_diff_ci, seed_mean_ci, values_by_id
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def paired_delta(
 ) -> tuple[Interval | None, str]:
     """Paired CI of ``a − b``; (None, reason) if the two were not run on the same examples."""
     try:
-        return paired_diff_ci(a.per_example(metric), b.per_example(metric), args), ""
+        clusters = cluster_map(args.cluster, a, b)
+        return paired_diff_ci(a.per_example(metric), b.per_example(metric), args, clusters), ""
     except ValueError as e:
         log.warning("%s vs %s (%s): %s", a.system, b.system, metric, e)
         return None, f"not computed: {e}"
@@ -99,7 +100,7 @@ def joint_delta(rs: ResultSet, dataset: str, exp: str, args: StatsArgs) -> dict[
     if j.get("examples") and single is not None and single.rows is not None:
         joint = values_by_id([e["id"] for e in j["examples"]], [100.0 * e["f1_joint"] for e in j["examples"]])
         try:
-            iv = paired_diff_ci(joint, single.per_example("f1"), args)
+            iv = paired_diff_ci(joint, single.per_example("f1"), args, cluster_map(args.cluster, single))
             return {"estimate": iv.estimate, "interval": iv, "best_model": best, "method": iv.method}
         except ValueError as e:
             return {
@@ -116,19 +117,12 @@ def build_intervals(rs: ResultSet, args: StatsArgs) -> pd.DataFrame:
     """The intervals table (columns :data:`COLUMNS`), systems in results-table order."""
     rows = []
     for s in rs.systems:
+        clusters = cluster_map(args.cluster, s)
         for metric in METRICS:
-            rows.append(
-                _row(
-                    s.dataset,
-                    s.model,
-                    s.system,
-                    "",
-                    "mean",
-                    metric,
-                    bootstrap_ci(list(s.per_example(metric).values()), args),
-                    args,
-                )
-            )
+            v = s.per_example(metric)
+            labels = [clusters[i] for i in v] if clusters else None
+            iv = bootstrap_ci(list(v.values()), args, clusters=labels)
+            rows.append(_row(s.dataset, s.model, s.system, "", "mean", metric, iv, args))
     for a, b, _ in comparisons(rs):
         for metric in METRICS:
             iv, why = paired_delta(a, b, metric, args)
@@ -167,7 +161,9 @@ def build_intervals(rs: ResultSet, args: StatsArgs) -> pd.DataFrame:
                 ids = ids or sorted(v)
                 per_seed.append(np.array([v[i] for i in sorted(v)]))
             shared = all(sorted(s.per_example(metric)) == ids for s in group)
-            iv = seed_mean_ci(per_seed, args, shared_examples=shared)
+            clusters = cluster_map(args.cluster, *group)
+            labels = [clusters[i] for i in ids] if clusters and shared else None
+            iv = seed_mean_ci(per_seed, args, shared_examples=shared, clusters=labels)
             rows.append(_row(first.dataset, first.model, name, "", "seed mean", metric, iv, args))
     return pd.DataFrame(rows, columns=COLUMNS)
 

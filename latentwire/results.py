@@ -9,6 +9,7 @@ that the same job writes beside it, each latent experiment's ``joint.json``, and
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,39 @@ def parse_system(system: str) -> tuple[str, str | None]:
     return parts[1], parts[2] if len(parts) > 2 else None
 
 
+_TUNED = re.compile(r"^(.+)-tuned-s(\d+)$")
+
+#: table rank of each text-side kind: text, budgets, the discrete comparators, the oracle bound
+_KIND_RANK = {"text": 0, "budget": 1, "tail": 2, "lexical": 3, "selfinfo": 4, "select-text": 5, "oracle": 6}
+
+
+def tuned_base(system: str) -> tuple[str, int] | None:
+    """``text-tuned-s1`` -> ("text", 1); ``select-text-48-tuned-s0`` -> ("select-text-48", 0); else None."""
+    m = _TUNED.match(system)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def text_side_kind(system: str) -> tuple[str, int | None] | None:
+    """(kind, M) of a text-side system (baseline, comparator or tuned ceiling), None for latents."""
+    from latentwire.baselines import parse_baseline
+
+    tuned = tuned_base(system)
+    try:
+        return parse_baseline(tuned[0] if tuned else system)
+    except ValueError:
+        return None
+
+
 def system_order(system: str) -> tuple[int, float, str]:
-    """Table order: text, token budgets by M, latents (variants after their system), closed book."""
-    if system == "text":
-        return (0, 0, system)
-    if system.startswith("budget-"):
-        return (1, float(system.split("-", 1)[1]), system)
+    """Table order: text (and its tuned ceiling), token budgets and comparators by kind and M, the
+    oracle bound, latents (variants after their system), closed book."""
     if system == "closed":
-        return (3, 0, system)
-    return (2, 0, system)
+        return (9, 0, system)
+    kind = text_side_kind(system)
+    if kind is None:
+        return (8, 0, system)
+    name, M = kind
+    return (_KIND_RANK.get(name, 7), float(M or 0), system)
 
 
 @dataclass
@@ -74,6 +99,12 @@ class SystemResult:
         if self.rows is None:
             raise ValueError(f"{self.system}: predictions were not loaded")
         return values_by_id([r["id"] for r in self.rows], [METRICS[metric][2](r) for r in self.rows])
+
+    def clusters(self) -> dict[str, str] | None:
+        """``{example id: article}`` when every prediction row names its article, else None."""
+        if not self.rows or any(not r.get("title") for r in self.rows):
+            return None
+        return {r["id"]: r["title"] for r in self.rows}
 
     def batches(self) -> list[dict[str, Any]]:
         """The evaluation batches in order: ``{"ids", "prefill_s", "decode_s_per_token"}`` each.
@@ -172,3 +203,17 @@ class ResultSet:
 def read_train_log(path: str | Path) -> list[dict]:
     """The records of a ``train_log.jsonl`` (one per step; validation steps carry ``val``)."""
     return read_jsonl(path)
+
+
+def cluster_map(cluster: str, *systems: SystemResult) -> dict[str, str] | None:
+    """The example -> article map for a bootstrap over ``systems`` (``StatsArgs.cluster``): None when
+    clustering is off or a system's predictions do not name their articles."""
+    if cluster == "none":
+        return None
+    out: dict[str, str] = {}
+    for s in systems:
+        c = s.clusters()
+        if c is None:
+            return None
+        out.update(c)
+    return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from latentwire.io import read_json
+from latentwire.results import system_order
 
 COLUMNS = [
     ("dataset", "dataset"),
@@ -32,17 +33,6 @@ COLUMNS = [
 ]
 
 
-def _system_order(name: str) -> tuple[int, int, str]:
-    # text first, then budgets by M, then latents, closed book last.
-    if name == "text":
-        return (0, 0, name)
-    if name.startswith("budget-"):
-        return (1, int(name.split("-")[1]), name)
-    if name == "closed":
-        return (3, 0, name)
-    return (2, 0, name)
-
-
 def gather(metric_files: Sequence[str | Path], datasets: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per metrics file; ``datasets`` gives each file's dataset name (else "")."""
     rows = []
@@ -55,7 +45,7 @@ def gather(metric_files: Sequence[str | Path], datasets: Sequence[str] | None = 
         row["dataset"] = datasets[i] if datasets else m.get("dataset", "")
         rows.append(row)
     df = pd.DataFrame(rows, columns=[k for k, _ in COLUMNS])
-    df["_order"] = df["system"].map(_system_order)
+    df["_order"] = df["system"].map(system_order)
     return df.sort_values(["dataset", "model", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 

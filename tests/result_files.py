@@ -31,6 +31,8 @@ def write_system(
     text_bytes: float | Sequence[float] = 600.0,
     batch_size: int = 8,
     train_seed: int | None = None,
+    titles: Sequence[str] | None = None,
+    payload_id_bytes: float | None = None,
 ) -> Path:
     """Write one system's predictions and metrics; returns the metrics.json path."""
     ids = list(ids) if ids is not None else [f"q{i:03d}" for i in range(n)]
@@ -47,6 +49,8 @@ def write_system(
             "content_positions": content_positions, "text_content_tokens": text_tokens,
             "payload_bytes": payload_bytes, "text_bytes": tbs[i],
         })  # fmt: skip
+        if titles is not None:
+            rows[-1]["title"] = titles[i]
     latent = system.startswith("latent:")
     if latent:
         exp, *variant = system.split(":")[1:]
@@ -63,6 +67,8 @@ def write_system(
         "decode_ms_per_token": {"median": 10.0, "p90": 12.0, "mean": 10.5},
         "model": model, "system": system, "kind": "latent" if latent else "baseline",
     }  # fmt: skip
+    if payload_id_bytes is not None:
+        metrics["payload_id_bytes"] = payload_id_bytes
     if latent:
         metrics["payload_bytes_by_format"] = {
             "fp32": 2 * payload_bytes,

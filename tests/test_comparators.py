@@ -109,7 +109,12 @@ def test_oracle_needs_gold_and_select_text_needs_windows(tiny_lm):
 def test_select_text_same_tokenizer_uses_the_kept_ids(tiny_lm):
     text, ids, offsets = _content(tiny_lm)
     kept = [0, 1, 2, 10, 11, 12, 13]
-    rec = {"text": text, "ids": [ids[j] for j in kept], "spans": [list(offsets[j]) for j in kept], "n_head": 3}
+    rec = {
+        "text": text,
+        "ids": [ids[j] for j in kept],
+        "spans": [list(offsets[j]) for j in kept],
+        "n_head": 3,
+    }
     rec["source_model"] = tiny_lm.spec.name
     assert select_text_ids(rec, tiny_lm.tokenizer, 48, same_tokenizer=True) == rec["ids"]
     # another receiver: re-tokenized from the text spans and cut to M positions

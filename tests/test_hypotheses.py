@@ -88,7 +88,7 @@ def test_different_examples_make_a_comparison_not_evaluable(tmp_path):
 
 def test_without_latent_experiments_every_hypothesis_is_not_evaluable(tmp_path):
     df = table(baselines(tmp_path)).reset_index()
-    assert list(df["hypothesis"]) == ["H1", "H2", "H3", "H4", "H5a", "H5b"]
+    assert list(df["hypothesis"]) == ["H1", "H2", "H3", "H4", "H5a", "H5b", "H6"]
     assert set(df["status"]) == {NOT_EVALUABLE}
     assert set(df["note"]) == {"no latent experiment"}
 
@@ -115,3 +115,44 @@ def test_stats_cli_writes_intervals_and_hypotheses(tmp_path):
     assert "| H1 | squad | m1 | latent:e | text | **met** |" in md
     assert "200 resamples, seed 3" in (out / "intervals.md").read_text()
     assert '"git_revision"' in (out / "stats.json").read_text()
+
+
+def test_h6_picks_the_best_discrete_rival_at_no_more_positions_or_bytes(tmp_path):
+    lat_f1 = [f - 0.01 for f in TEXT_F1]
+    files = baselines(tmp_path) + latent(tmp_path, lat_f1)
+    rival = [f - 0.11 for f in TEXT_F1]  # 10 points below the latent
+    files.append(
+        write_system(tmp_path, "m1", "select-text-12", rival, content_positions=12, payload_id_bytes=27)
+    )
+    files.append(write_system(tmp_path, "m1", "lexical-12", 0.2, content_positions=12, payload_id_bytes=27))
+    # better than the latent but excluded: more positions, more bytes, or the oracle bound
+    files.append(write_system(tmp_path, "m1", "tail-16", 1.0, content_positions=16, payload_id_bytes=36))
+    files.append(write_system(tmp_path, "m1", "oracle-12", 1.0, content_positions=12, payload_id_bytes=27))
+    files.append(write_system(tmp_path, "m1", "selfinfo-12", 1.0, content_positions=12, payload_bytes=5000.0))
+    df = table(files)
+    h6 = df.loc[("H6", "m1")]
+    assert h6["reference"] == "select-text-12" and h6["status"] == MET
+    assert h6["estimate"] == pytest.approx(10.0)
+    # a tuned discrete ceiling counts as a rival too, and here it beats the latent
+    files.append(write_system(tmp_path, "m1", "select-text-12-tuned-s0", TEXT_F1, content_positions=12,
+                              payload_id_bytes=27))  # fmt: skip
+    h6 = table(files).loc[("H6", "m1")]
+    assert h6["reference"] == "select-text-12-tuned-s0" and h6["status"] == NOT_MET
+
+
+def test_h6_not_evaluable_without_rivals(tmp_path):
+    files = baselines(tmp_path, budgets=(48,)) + latent(tmp_path, TEXT_F1, M=12)
+    assert table(files).loc[("H6", "m1"), "status"] == NOT_EVALUABLE
+
+
+def test_intervals_are_clustered_by_article_when_rows_name_it(tmp_path):
+    titles = [f"art{i // 8}" for i in range(N)]
+    files = [write_system(tmp_path, "m1", "text", TEXT_F1, titles=titles)]
+    files += [write_system(tmp_path, "m1", "budget-12", 0.1, content_positions=12, titles=titles)]
+    rs = ResultSet.load(files, ["squad"] * len(files))
+    from latentwire.intervals import build_intervals
+
+    iv = build_intervals(rs, ARGS)
+    assert iv["method"].str.contains("clustered by article \\(5 articles").all()
+    flat = build_intervals(rs, StatsArgs(n_resamples=300, cluster="none"))
+    assert not flat["method"].str.contains("clustered").any()

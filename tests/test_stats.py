@@ -107,3 +107,57 @@ def test_stats_args_are_validated_strictly():
         from_dict(StatsArgs, {"n_resample": 10}, where="stats")
     with pytest.raises(ConfigError, match="alpha"):
         from_dict(StatsArgs, {"alpha": 1.5}, where="stats")
+
+
+def test_cluster_weights_resample_whole_articles():
+    from latentwire.stats import cluster_weights
+
+    labels = ("a", "a", "a", "b", "c", "c")
+    W = cluster_weights(labels, 200, 0)  # (R, n)
+    assert W.shape == (200, 6)
+    members = {"a": [0, 1, 2], "b": [3], "c": [4, 5]}
+    for row in W:
+        # each drawn copy of an article adds exactly its own size in questions
+        per_article = {k: row[v].sum() / len(v) for k, v in members.items()}
+        assert all(float(x).is_integer() for x in per_article.values())
+        assert sum(per_article.values()) == 3  # K = 3 articles drawn
+    assert not W.flags.writeable  # shared by every system: never mutated
+
+
+def test_clustered_interval_is_wider_when_articles_are_correlated():
+    rng = np.random.default_rng(1)
+    labels = [f"art{k}" for k in range(10) for _ in range(20)]
+    article_effect = rng.normal(0, 1, 10)
+    x = np.repeat(article_effect, 20) + rng.normal(0, 0.1, 200)  # questions of an article move together
+    args = StatsArgs(n_resamples=500, seed=0)
+    flat = bootstrap_ci(x, args)
+    clustered = bootstrap_ci(x, args, clusters=labels)
+    assert clustered.estimate == pytest.approx(flat.estimate)
+    assert (clustered.high - clustered.low) > 2.5 * (flat.high - flat.low)
+    assert "clustered by article (10 articles" in clustered.method
+
+
+def test_clustered_bootstrap_covers_the_truth():
+    """Hierarchical data (article effect + noise): the clustered 90% interval covers the true mean
+    in roughly 90% of samples; the question-level one far less often."""
+    args = StatsArgs(n_resamples=300, seed=0, alpha=0.1)
+    hits_c = hits_f = 0
+    for rep in range(60):
+        rng = np.random.default_rng(100 + rep)
+        labels = [f"a{k}" for k in range(12) for _ in range(15)]
+        x = np.repeat(rng.normal(0, 1, 12), 15) + rng.normal(0, 0.5, 180)
+        c, f = bootstrap_ci(x, args, clusters=labels), bootstrap_ci(x, args)
+        hits_c += c.low <= 0 <= c.high
+        hits_f += f.low <= 0 <= f.high
+    assert hits_c >= 45  # ~0.9 * 60 minus slack for 12 clusters
+    assert hits_f < hits_c
+
+
+def test_paired_diff_clusters_by_id():
+    args = StatsArgs(n_resamples=200)
+    a = {"q1": 1.0, "q2": 0.0, "q3": 1.0, "q4": 1.0}
+    b = {"q1": 0.0, "q2": 0.0, "q3": 0.0, "q4": 1.0}
+    iv = paired_diff_ci(a, b, args, clusters={"q1": "x", "q2": "x", "q3": "y", "q4": "y"})
+    assert iv.estimate == pytest.approx(0.5) and "clustered" in iv.method
+    with pytest.raises(ValueError, match="no article label"):
+        paired_diff_ci(a, b, args, clusters={"q1": "x"})
