@@ -4,8 +4,9 @@ Rows (one per system or comparison, and metric of :data:`latentwire.results.METR
 
 - ``mean``: the metric of one system with its percentile-bootstrap CI over examples;
 - ``difference``: ``system − reference`` on the same examples (paired bootstrap), for each latent
-  system against ``text``, against ``budget-M`` at its own M (M = its content positions), and
-  against its ``:shuffled`` control; and joint rescoring against the best single receiver;
+  system against ``text``, against ``budget-M`` and ``select-text-M`` at its own M (M = its content
+  positions), against its ``:shuffled`` control and against the tuned text ceiling ``text-tuned-s0``;
+  and joint rescoring against the best single receiver;
 - ``seed mean``: latent experiments that differ only in ``train.seed``, averaged over seeds
   (:func:`latentwire.stats.seed_mean_ci`).
 
@@ -68,6 +69,11 @@ def comparisons(rs: ResultSet) -> list[tuple[SystemResult, SystemResult, str]]:
             (rs.get(lat.dataset, lat.model, "text"), "latent − text"),
             (budget_at(rs, lat), f"latent − budget-{lat.content_positions:g}"),
             (rs.get(lat.dataset, lat.model, f"{lat.system}:shuffled"), "latent − shuffled"),
+            (
+                rs.get(lat.dataset, lat.model, f"select-text-{lat.content_positions:g}"),
+                "latent − select-text",
+            ),
+            (rs.get(lat.dataset, lat.model, "text-tuned-s0"), "latent − text-tuned"),
         ]
         out += [(lat, ref, label) for ref, label in refs if ref is not None]
     return out

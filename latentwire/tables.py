@@ -30,6 +30,8 @@ COLUMNS = [
     ("prefill_ms", "prefill ms (median)"),
     ("decode_ms_per_token", "decode ms/tok (median)"),
     ("unique_prediction_ratio", "unique pred"),
+    ("share_tuned", "F1 / text-tuned"),
+    ("share_text", "F1 / text"),
 ]
 
 
@@ -45,8 +47,23 @@ def gather(metric_files: Sequence[str | Path], datasets: Sequence[str] | None = 
         row["dataset"] = datasets[i] if datasets else m.get("dataset", "")
         rows.append(row)
     df = pd.DataFrame(rows, columns=[k for k, _ in COLUMNS])
+    add_shares(df)
     df["_order"] = df["system"].map(system_order)
     return df.sort_values(["dataset", "model", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def add_shares(df: pd.DataFrame) -> None:
+    """F1 as a share of the trained text ceiling (``text-tuned-s*``, mean over seeds: the primary
+    share) and of the zero-shot text prompt (secondary), per (dataset, model); NaN where absent."""
+    df["share_tuned"] = float("nan")
+    df["share_text"] = float("nan")
+    for _, g in df.groupby(["dataset", "model"]):
+        tuned = g.loc[g["system"].str.fullmatch(r"text-tuned-s\d+"), "f1"].mean()
+        text = g.loc[g["system"] == "text", "f1"].mean()
+        if pd.notna(tuned) and tuned > 0:
+            df.loc[g.index, "share_tuned"] = g["f1"] / tuned
+        if pd.notna(text) and text > 0:
+            df.loc[g.index, "share_text"] = g["f1"] / text
 
 
 def to_markdown(df: pd.DataFrame, title: str = "") -> str:
@@ -57,7 +74,10 @@ def to_markdown(df: pd.DataFrame, title: str = "") -> str:
         cells = []
         for key, _ in COLUMNS:
             v = r[key]
-            if key in ("em", "f1", "first_token_top1", "first_token_top5", "unique_prediction_ratio"):
+            if key in (
+                "em", "f1", "first_token_top1", "first_token_top5", "unique_prediction_ratio", "share_tuned",
+                "share_text",
+            ):  # fmt: skip
                 cells.append(f"{100 * v:.1f}" if pd.notna(v) else "")
             elif isinstance(v, float):
                 cells.append(f"{v:.2f}" if pd.notna(v) else "")

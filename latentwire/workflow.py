@@ -20,6 +20,7 @@ from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
+from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.stats import StatsArgs
 from latentwire.teacher import TeacherArgs, TeacherRunArgs
 from latentwire.train import LatentRunArgs
@@ -41,6 +42,7 @@ class WorkflowPlan:
     splits: tuple[str, ...] = SPLITS
     stats: StatsArgs = field(default_factory=StatsArgs)
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -90,6 +92,9 @@ class WorkflowPlan:
                     f"latent.experiments.{exp}.latent.encoder.source_model: {source!r} not in registry "
                     f"{config['registry']}; known: {sorted(registry)}"
                 )
+        comparators = from_dict(ComparatorArgs, config.get("comparators") or {}, where="comparators")
+        names += [b for b in rival_baselines(comparators, experiments) if b not in names]
+        tuned_kinds(comparators, experiments)  # validates comparators.tuned against the experiments
         stats = from_dict(StatsArgs, config.get("stats") or {}, where="stats")
         teacher = from_dict(TeacherArgs, config.get("teacher") or {}, where="teacher")
         for exp, run in experiments.items():
@@ -104,6 +109,7 @@ class WorkflowPlan:
             experiments,
             stats=stats,
             teacher=teacher,
+            comparators=comparators,
         )
 
     @property
@@ -150,6 +156,51 @@ class WorkflowPlan:
     def baseline_datasets(self) -> list[str]:
         return [d for d, _, _ in self.baseline_cells()]
 
+    # --- discrete comparators and tuned text ceilings (latentwire.rivals) -------------------
+    @property
+    def select_source(self) -> str | None:
+        """The select experiment whose checkpoint ``select-text-M`` reads, or None."""
+        return select_source(self.comparators, self.experiments)
+
+    def windows_file(self, dataset: str, split: str) -> str:
+        return f"results/comparators/{dataset}/{self.select_source}/windows/{split}.jsonl"
+
+    def windows_json(self, split: str) -> str:
+        """EvalArgs selecting the rows of ``split`` the windows are needed for ("" = every row)."""
+        return json.dumps(to_dict(self.eval), sort_keys=True) if split == self.eval.split else ""
+
+    def baseline_windows(self, dataset: str, baseline: str) -> list[str]:
+        """[the select windows of the evaluation split] for ``select-text-M``, else []."""
+        if not baseline.startswith("select-text-"):
+            return []
+        return [self.windows_file(dataset, self.eval.split)]
+
+    def select_windows_inputs(self, dataset: str) -> dict[str, str]:
+        exp = self.select_source
+        source = source_model_name(self.experiments[exp].latent.encoder)
+        return {
+            "checkpoint": f"results/latent/{dataset}/{exp}/train/best.safetensors",
+            "manifest": f"resources/models/{source}/manifest.json",
+        }
+
+    def tuned_cells(self) -> list[tuple[str, str, str, int]]:
+        """(dataset, model, tuned kind, seed) of every tuned text ceiling."""
+        kinds = tuned_kinds(self.comparators, self.experiments)
+        seeds = self.comparators.tuned.seeds
+        return [(d, m, k, s) for d in self.datasets for m in self.models for k in kinds for s in seeds]
+
+    def tuned_json(self, kind: str, seed: int | str) -> str:
+        args = tuned_args(self.comparators, self.experiments, kind, int(seed), self.prompt, self.eval)
+        return json.dumps(to_dict(args), sort_keys=True)
+
+    def tuned_windows(self, dataset: str, kind: str, splits: tuple[str, ...]) -> list[str]:
+        if not kind.startswith("select-text-"):
+            return []
+        return [self.windows_file(dataset, s) for s in splits]
+
+    def tuned_metrics(self) -> list[str]:
+        return [f"results/tuned/{d}/{m}/{k}-s{s}/eval/metrics.json" for d, m, k, s in self.tuned_cells()]
+
     def teacher_inputs(self, dataset: str, exp: str) -> list[str]:
         """Teacher-logit caches (one per receiver, in ``models`` order) when ``exp`` uses KD, else []."""
         if not self.experiments[exp].loss.w_kd:
@@ -185,14 +236,14 @@ class WorkflowPlan:
         for d in self.datasets:
             for e in self.experiments:
                 files += self.latent_eval_outputs(d, e)
-        return files
+        return files + self.tuned_metrics()
 
     def table_datasets(self) -> list[str]:
         names = self.baseline_datasets()
         for d in self.datasets:
             for e in self.experiments:
                 names += [d] * len(self.latent_eval_outputs(d, e))
-        return names
+        return names + [d for d, _, _, _ in self.tuned_cells()]
 
     def joint_files(self) -> list[str]:
         return [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]

@@ -122,3 +122,28 @@ def test_select_text_same_tokenizer_uses_the_kept_ids(tiny_lm):
     assert len(other) <= 5
     embeds, facts = text_prompt_maker(tiny_lm, PromptArgs(), "select-text-48", windows={text: rec})([VIEW])
     assert facts[0]["content_positions"] == len(kept)
+
+
+@pytest.mark.parametrize("name", ["text", "budget-12", "tail-12", "lexical-12", "selfinfo-12"])
+def test_generation_does_not_depend_on_the_gold_answers(tiny_lm, name):
+    """No leakage by construction: the same examples with other gold answers give the same model
+    inputs, the same generations and first tokens (only the gold-scoring NLL may change)."""
+    from latentwire.evaluate import EvalArgs, evaluate
+
+    args = PromptArgs()
+    ex = [
+        {"id": "a", "title": "t", **VIEW, "answers": [ANSWER]},
+        {"id": "b", "title": "t", **VIEW, "answers": ["rain"]},
+    ]
+    other = [{**e, "answers": ["something else entirely"]} for e in ex]
+    ev = EvalArgs(n_examples=0, batch_size=2, max_new_tokens=5, device="cpu")
+    maker = text_prompt_maker(tiny_lm, args, name)
+    rows_a, _ = evaluate(tiny_lm, ex, maker, args, ev)
+    rows_b, _ = evaluate(tiny_lm, other, maker, args, ev)
+    for a, b in zip(rows_a, rows_b):
+        assert (a["raw"], a["prediction"], a["first_token"], a["prompt_tokens"]) == (
+            b["raw"],
+            b["prediction"],
+            b["first_token"],
+            b["prompt_tokens"],
+        )

@@ -192,3 +192,19 @@ def test_lexical_prior_alone_puts_the_window_on_the_question_words(tiny_lm):
     assert any(sentence[0] <= offsets[0][j][0] < sentence[1] for j in kept[n_head:])
     assert "lex_weight" in trainable_state_dict(enc)
     assert "lex_weight" not in trainable_state_dict(build(tiny_lm, lexical_prior=0.0))
+
+
+def test_kept_tokens_are_the_slots_of_the_latent(tiny_lm):
+    """kept_tokens reports exactly the tokens whose embeddings forward() puts in the slots (eval mode)."""
+    enc = build(tiny_lm).eval()
+    kept = enc.kept_tokens(TEXTS)
+    z = enc(TEXTS)  # (B, M, d_z): with the identity start, slot j = embedding of kept token j + slot_j
+    emb = tiny_lm.model.get_input_embeddings().weight
+    for i, k in enumerate(kept):
+        assert len(k["ids"]) == len(k["spans"]) == M and 0 < k["n_head"] <= M // 2
+        expect = enc.token_proj(emb[k["ids"]].float()) + enc.slot_emb
+        assert torch.allclose(z[i], expect, atol=1e-5)
+        for tid, (s, e) in zip(k["ids"], k["spans"]):  # the spans are those tokens' characters
+            assert tiny_lm.tokenizer.decode([tid]).strip() in TEXTS[i][s:e] or not TEXTS[i][s:e].strip()
+    enc.train()
+    assert enc.kept_tokens(TEXTS) == kept and enc.training  # no gold, and the mode is restored

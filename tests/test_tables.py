@@ -1,5 +1,7 @@
 """Results tables from hand-made metrics.json files: row order, medians, Markdown formatting."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -99,3 +101,18 @@ def test_to_markdown(metric_files):
     assert [r[11] for r in cells] == ["", "", "2.50"]
     assert first["n"] == "10"
     assert not to_markdown(df).startswith("##")
+
+
+def test_shares_of_the_tuned_ceiling_and_of_text(tmp_path):
+    from latentwire.tables import gather
+
+    files = []
+    for system, f1 in (("text", 0.5), ("text-tuned-s0", 0.6), ("text-tuned-s1", 0.8), ("latent:e", 0.35)):
+        d = tmp_path / system
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"system": system, "model": "m", "f1": f1, "em": 0.0}))
+        files.append(d / "metrics.json")
+    df = gather(files, ["squad"] * 4).set_index("system")
+    assert df.loc["latent:e", "share_tuned"] == pytest.approx(0.35 / 0.7)  # mean over tuned seeds
+    assert df.loc["latent:e", "share_text"] == pytest.approx(0.7)
+    assert "F1 / text-tuned" in to_markdown(df.reset_index())

@@ -15,8 +15,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
-BASELINE_CELLS = 8  # .test: 2 tiny models x (text, budget-8, budget-16, closed) on one dataset
-LATENT_CELLS = 8  # .test: 2 tiny models x 1 experiment x (latent, shuffled, zero, int8)
+BASE_CELLS = 8  # .test: 2 tiny models x (text, budget-8, budget-16, closed) on one dataset
+# ... plus the rivals at the latents' M (meanpool reads 6 slots, select 8): budget-6 and tail / lexical /
+# selfinfo / oracle at 6 and 8, select-text-8 (select's kept tokens)
+BASELINE_CELLS = BASE_CELLS + 2 * 10
+LATENT_CELLS = 16  # .test: 2 tiny models x 2 experiments x (latent, shuffled, zero, int8)
+TUNED_CELLS = 4  # .test: 2 tiny models x (text-tuned, select-text-8-tuned), seed 0
 FIGURES = ("f1_vs_m", "latency", "payload", "training")
 
 
@@ -95,7 +99,10 @@ def test_full_run_writes_the_table_and_provenance(test_run):
     table = test_run / "results" / "tables" / "results.csv"
     df = pd.read_csv(table)
     assert len(df) == len(metrics)
-    assert (df["system"].isin(["text", "budget-8", "budget-16", "closed"])).sum() == BASELINE_CELLS
+    assert (df["system"].isin(["text", "budget-8", "budget-16", "closed"])).sum() == BASE_CELLS
+    assert {"tail-6", "lexical-8", "selfinfo-6", "oracle-8", "select-text-8"} <= set(df["system"])
+    assert {"text-tuned-s0", "select-text-8-tuned-s0"} <= set(df["system"])
+    assert df.loc[df["system"] == "text-tuned-s0", "share_tuned"].eq(1.0).all() or df["f1"].eq(0).all()
     assert set(df["model"]) == {"tiny-llama", "tiny-qwen2"} and set(df["dataset"]) == {"squad"}
     assert table.with_suffix(".md").is_file()
     for path in metrics:
@@ -145,13 +152,16 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
 def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp_path):
     tables, figs = test_run / "results" / "tables", test_run / "results" / "figures"
     n_systems = len(list((test_run / "results").rglob("metrics.json")))
-    assert n_systems == BASELINE_CELLS + LATENT_CELLS
+    assert n_systems == BASELINE_CELLS + LATENT_CELLS + TUNED_CELLS
     iv = pd.read_csv(tables / "intervals.csv")
     assert (iv["kind"] == "mean").sum() == 4 * n_systems  # F1, EM, NLL/tok, first@1 per system
     assert set(iv["n_resamples"]) == {1000} and set(iv["seed"]) == {0} and set(iv["alpha"]) == {0.05}
-    assert {"text", "latent:meanpool:shuffled"} <= set(iv.loc[iv["kind"] == "difference", "reference"])
+    refs = set(iv.loc[iv["kind"] == "difference", "reference"])
+    assert {"text", "latent:meanpool:shuffled", "select-text-8", "text-tuned-s0"} <= refs
+    assert iv["method"].dropna().str.contains("clustered by article").any()
     hy = pd.read_csv(tables / "hypotheses.csv")
-    assert len(hy) == 2 * 5 + 1  # H1-H3, H5a, H5b per model, H4 once for the experiment
+    assert len(hy) == 2 * 2 * 6 + 2  # H1-H3, H5a, H5b, H6 per model and experiment, H4 per experiment
+    assert set(hy.loc[hy["hypothesis"] == "H6", "status"]) <= {"met", "not met"}  # rivals exist at 6 and 8
     assert set(hy["status"]) <= {"met", "not met", "not evaluable"}
     assert (tables / "intervals.md").is_file() and (tables / "hypotheses.md").is_file()
     assert json.loads((tables / "stats.json").read_text())["stats"]["n_resamples"] == 1000

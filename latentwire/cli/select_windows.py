@@ -33,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-models", type=int, required=True, help="receivers of the experiment (slot count)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="parquet of one split")
-    p.add_argument("--eval-json", default="", help="EvalArgs selecting a subset (default: every row)")
+    p.add_argument(
+        "--eval-json", nargs="?", default="", help="EvalArgs selecting a subset (empty: every row)"
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run)

@@ -51,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_windows(paths: list[str]) -> dict[str, dict] | None:
     """content text -> select-windows record, over every file given (None without files)."""
+    paths = [p for p in paths if p]  # Snakemake renders an empty input list as one empty word
     if not paths:
         return None
     return {r["text"]: r for path in paths for r in read_jsonl(path)}

@@ -1,4 +1,5 @@
-# Text-side baselines for each (dataset, model, baseline): text, closed, budget-M.
+# Text-side baselines for each (dataset, model, baseline): text, closed, budget-M, and the discrete
+# comparators at every latent M: tail-M, lexical-M, selfinfo-M, oracle-M (upper bound), select-text-M.
 
 
 rule baseline:
@@ -6,6 +7,7 @@ rule baseline:
         registry=config["registry"],
         manifest="resources/models/{model}/manifest.json",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        windows=baseline_windows,
     output:
         predictions="results/baselines/{dataset}/{model}/{baseline}/predictions.jsonl",
         metrics="results/baselines/{dataset}/{model}/{baseline}/metrics.json",
@@ -24,4 +26,4 @@ rule baseline:
     shell:
         "latentwire baseline --registry {input.registry} --model {wildcards.model}"
         " --manifest {input.manifest} --data {input.data} --config-json {params.cfg:q}"
-        " --threads {threads} --predictions {output.predictions} --metrics {output.metrics} > {log} 2>&1"
+        " --windows {input.windows:q} --threads {threads} --predictions {output.predictions} --metrics {output.metrics} > {log} 2>&1"

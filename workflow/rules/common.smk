@@ -13,7 +13,10 @@ PLAN = WorkflowPlan.from_config(config)
 wildcard_constraints:
     model="|".join(map(re.escape, PLAN.models + PLAN.encoder_sources())),
     dataset="|".join(map(re.escape, PLAN.datasets)),
-    baseline="text|closed|budget-[0-9]+",
+    baseline="text|closed|(budget|tail|lexical|selfinfo|oracle|select-text)-[0-9]+",
+    tuned="text|select-text-[0-9]+",
+    seed="[0-9]+",
+    split="|".join(PLAN.splits),
     exp="|".join(map(re.escape, PLAN.experiments)) or "no-experiments",
 
 
@@ -35,6 +38,34 @@ def baseline_json(wildcards):
 
 def model_source_inputs(wildcards):
     return PLAN.model_source_inputs(wildcards.model)
+
+
+def baseline_windows(wildcards):
+    return PLAN.baseline_windows(wildcards.dataset, wildcards.baseline)
+
+
+def select_windows_inputs(wildcards):
+    return PLAN.select_windows_inputs(wildcards.dataset)
+
+
+def windows_eval_json(wildcards):
+    return PLAN.windows_json(wildcards.split)
+
+
+def tuned_train_dir(wildcards):
+    return f"results/tuned/{wildcards.dataset}/{wildcards.model}/{wildcards.tuned}-s{wildcards.seed}/train"
+
+
+def tuned_json(wildcards):
+    return PLAN.tuned_json(wildcards.tuned, wildcards.seed)
+
+
+def tuned_train_windows(wildcards):
+    return PLAN.tuned_windows(wildcards.dataset, wildcards.tuned, ("train", "validation"))
+
+
+def tuned_eval_windows(wildcards):
+    return PLAN.tuned_windows(wildcards.dataset, wildcards.tuned, (PLAN.eval_split,))
 
 
 def latent_json(wildcards):

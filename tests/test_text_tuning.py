@@ -1,0 +1,102 @@
+"""Tuned text ceilings: LoRA on a tiny receiver trained on text prompts, checkpointed, rebuilt for eval."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from latentwire.baselines import text_prompt_maker
+from latentwire.cli.main import main
+from latentwire.config import ConfigError, from_dict, to_dict
+from latentwire.lora import LoraArgs, load_lora_state_dict, lora_state_dict
+from latentwire.text_tuning import TunedArgs, tune, tuned_step
+from latentwire.train import TrainArgs
+
+ROWS = [
+    {
+        "id": f"q{i}",
+        "question": f"What colour is item {i}?",
+        "context": f"Item {i} is painted {c}. Other items are grey.",
+        "answers": [c],
+        "title": f"art{i % 3}",
+        "split": "train",
+        "dataset": "toy",
+    }
+    for i, c in enumerate(["red", "blue", "green", "black", "white", "pink", "gold", "teal"])
+]
+
+
+def _args(steps=6) -> TunedArgs:
+    train = TrainArgs(steps=steps, batch_size=4, lr=5e-3, warmup_steps=1, eval_every=3, val_examples=4)
+    return TunedArgs(kind="text", lora=LoraArgs(rank=4, first_layers=1), train=train)
+
+
+def test_tuned_args_validate():
+    with pytest.raises(ConfigError, match="kind"):
+        from_dict(TunedArgs, {"kind": "oracle-8"}, where="tuned")
+    with pytest.raises(ConfigError, match="rank"):
+        from_dict(TunedArgs, {"lora": {"rank": 0}}, where="tuned")
+    with pytest.raises(ConfigError, match="KD"):
+        from_dict(TunedArgs, {"loss": {"w_kd": 1.0}}, where="tuned")
+
+
+@pytest.fixture
+def fresh_lm(tiny_spec, tmp_path):
+    """A tiny receiver of its own: LoRA is injected in place, so the shared fixture stays clean."""
+    from latentwire.models import load_model, materialize
+
+    materialize(tiny_spec, tmp_path / "cache")
+    return load_model(tiny_spec, tmp_path / "cache" / "manifest.json", device="cpu")
+
+
+def test_tuning_lowers_the_loss_trains_only_lora_and_round_trips(fresh_lm, tmp_path):
+    lm, args = fresh_lm, _args()
+    df = pd.DataFrame(ROWS)
+    base = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    maker = text_prompt_maker(lm, args.prompt, "text")
+    summary = tune(lm, args, df, df, tmp_path / "run")
+    assert summary["steps"] == 6 and summary["trainable_parameters"] > 0 and summary["best"]["step"] in (3, 6)
+    logs = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == list(range(1, 7))
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    for n, p in lm.model.named_parameters():  # frozen weights untouched; only LoRA tensors moved
+        if "lora_" not in n:
+            assert torch.equal(p, base[n.replace(".base_layer", "")]), n  # PEFT renames wrapped weights
+    best = load_file(str(tmp_path / "run" / "best.safetensors"))
+    assert set(best) == set(lora_state_dict(lm.model))
+    load_lora_state_dict(lm.model, best)  # round trip: the same loss from the saved tensors
+    with torch.no_grad():
+        a, _ = tuned_step(lm, args, maker, ROWS[:4])
+        load_lora_state_dict(lm.model, load_file(str(tmp_path / "run" / "best.safetensors")))
+        b, _ = tuned_step(lm, args, maker, ROWS[:4])
+    assert float(a) == float(b)
+
+
+def test_cli_trains_and_evaluates_a_tuned_ceiling(tiny_spec, tmp_path):
+    from latentwire.models import materialize
+
+    materialize(tiny_spec, tmp_path / "cache")
+    registry = tmp_path / "models.yaml"
+    registry.write_text(
+        "models:\n  "
+        + tiny_spec.name
+        + ":\n    family: x\n    source: {kind: local, path: "
+        + str(tiny_spec.source.path)
+        + "}\n    context_limit: 1024\n"
+    )
+    data = tmp_path / "split.parquet"
+    pd.DataFrame(ROWS).to_parquet(data)
+    cfg = json.dumps(to_dict(_args(steps=3)) | {"eval": {"n_examples": 0, "batch_size": 4, "device": "cpu"}})
+    common = ["--registry", str(registry), "--model", tiny_spec.name, "--manifest",
+              str(tmp_path / "cache" / "manifest.json"), "--config-json", cfg]  # fmt: skip
+    assert main(["tune-text", *common, "--train", str(data), "--validation", str(data),
+                 "--out-dir", str(tmp_path / "t")]) == 0  # fmt: skip
+    assert main(["eval-tuned", *common, "--checkpoint", str(tmp_path / "t" / "best.safetensors"),
+                 "--data", str(data), "--predictions", str(tmp_path / "p.jsonl"),
+                 "--metrics", str(tmp_path / "m.json")]) == 0  # fmt: skip
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["system"] == "text-tuned-s0" and m["kind"] == "tuned" and m["n"] == len(ROWS)
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert {r["title"] for r in rows} == {"art0", "art1", "art2"}  # the bootstrap's clusters

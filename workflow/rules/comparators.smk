@@ -1,0 +1,91 @@
+# Discrete comparators that need a trained latent, and matched-supervision text ceilings:
+# - select_windows: the tokens the select experiment's checkpoint keeps, per example of one split
+#   (read by the select-text-M baselines and their tuned ceilings);
+# - tune_text / eval_tuned: LoRA on each receiver reading text or select-text-M, trained on the Stage B
+#   schedule and answer losses of comparators.tuned.like, one job per seed.
+
+
+rule select_windows:
+    input:
+        unpack(select_windows_inputs),
+        registry=config["registry"],
+        data="results/data/{dataset}/{split}.parquet",
+    output:
+        windows="results/comparators/{dataset}/{exp}/windows/{split}.jsonl",
+    params:
+        cfg=latent_json,
+        n_models=len(PLAN.models),
+        ev=windows_eval_json,
+    log:
+        "logs/comparators/{dataset}/{exp}/windows-{split}.log",
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/latentwire.yaml"
+    shell:
+        "latentwire select-windows --registry {input.registry:q} --manifest {input.manifest:q}"
+        " --config-json {params.cfg:q} --n-models {params.n_models} --checkpoint {input.checkpoint:q}"
+        " --data {input.data:q} --eval-json {params.ev:q} --threads {threads} --out {output.windows:q}"
+        " > {log:q} 2>&1"
+
+
+rule tune_text:
+    input:
+        registry=config["registry"],
+        manifest="resources/models/{model}/manifest.json",
+        train="results/data/{dataset}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
+        windows=tuned_train_windows,
+    output:
+        checkpoint="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/best.safetensors",
+        summary="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/train_summary.json",
+        log_jsonl="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/train_log.jsonl",
+    params:
+        cfg=tuned_json,
+        out_dir=tuned_train_dir,
+    log:
+        "logs/tuned/{dataset}/{model}/{tuned}-s{seed}/train.log",
+    benchmark:
+        "benchmarks/tuned/{dataset}/{model}/{tuned}-s{seed}/train.tsv"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=240,
+    conda:
+        "../envs/latentwire.yaml"
+    shell:
+        "latentwire tune-text --registry {input.registry:q} --model {wildcards.model}"
+        " --manifest {input.manifest:q} --config-json {params.cfg:q} --windows {input.windows:q}"
+        " --threads {threads} --train {input.train:q} --validation {input.validation:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule eval_tuned:
+    input:
+        registry=config["registry"],
+        manifest="resources/models/{model}/manifest.json",
+        checkpoint="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/best.safetensors",
+        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        windows=tuned_eval_windows,
+    output:
+        predictions="results/tuned/{dataset}/{model}/{tuned}-s{seed}/eval/predictions.jsonl",
+        metrics="results/tuned/{dataset}/{model}/{tuned}-s{seed}/eval/metrics.json",
+    params:
+        cfg=tuned_json,
+    log:
+        "logs/tuned/{dataset}/{model}/{tuned}-s{seed}/eval.log",
+    benchmark:
+        "benchmarks/tuned/{dataset}/{model}/{tuned}-s{seed}/eval.tsv"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        "../envs/latentwire.yaml"
+    shell:
+        "latentwire eval-tuned --registry {input.registry:q} --model {wildcards.model}"
+        " --manifest {input.manifest:q} --config-json {params.cfg:q} --windows {input.windows:q}"
+        " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --predictions {output.predictions:q} --metrics {output.metrics:q} > {log:q} 2>&1"
