@@ -121,7 +121,7 @@ def test_validate_hooks_run_and_errors_name_the_dataclass_path():
         from_dict(Outer, {"name": "x", "inner": {"size": -1}}, where="cfg")
     with pytest.raises(ConfigError, match=r"^eval: batch_size and max_new_tokens must be >= 1"):
         from_dict(EvalArgs, {"batch_size": 0}, where="eval")
-    with pytest.raises(ConfigError, match=r"^baseline: baseline 'budget': expected text, closed or budget-M"):
+    with pytest.raises(ConfigError, match=r"^baseline: baseline 'budget': expected text, closed, or budget"):
         from_dict(BaselineArgs, {"name": "budget"}, where="baseline")
 
 
@@ -178,7 +178,7 @@ def test_every_shipped_yaml_validates(path: Path, monkeypatch):
     elif isinstance(raw.get("models"), dict):  # a model registry
         specs = load_registry(path)
         assert sorted(specs) == sorted(raw["models"])
-    elif path.parent == REPO / "config" and set(raw) <= set(load_yaml(MAIN)):
+    elif path.parent == REPO / "config" and set(raw) <= set(load_yaml(MAIN)) | {"comparators"}:
         # an overlay of the main config (snakemake --configfile config/config.yaml OVERLAY)
         plan = _validate_workflow_config(MAIN, monkeypatch, overlay=path)
         assert plan.experiments or plan.baselines
@@ -200,8 +200,11 @@ def test_main_config_models_are_in_its_registry():
 def test_test_scenario_plan(monkeypatch):
     plan = _validate_workflow_config(REPO / ".test" / "config" / "config.yaml", monkeypatch)
     assert plan.models == ["tiny-llama", "tiny-qwen2"]
-    assert plan.baselines == ["text", "budget-8", "budget-16", "closed"]
-    assert len(plan.baseline_metrics()) == 8
+    assert plan.baselines[:4] == ["text", "budget-8", "budget-16", "closed"]
+    # the rivals at the latents' M (meanpool 6, select 8) follow
+    assert plan.baselines[4:] == ["budget-6", "tail-6", "lexical-6", "selfinfo-6", "oracle-6", "tail-8",
+                                  "lexical-8", "selfinfo-8", "select-text-8", "oracle-8"]  # fmt: skip
+    assert len(plan.baseline_metrics()) == 28
     assert plan.eval.device == "cpu" and plan.eval_split == "test"
 
 

@@ -251,6 +251,7 @@ def test_encoder_source_model_that_is_not_a_receiver_joins_the_jobs(tmp_path):
     work = copy_scenario(tmp_path)
     cfg_path = work / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
+    cfg.pop("comparators", None)  # its tuned ceilings name .test's select experiment
     cfg["models"] = ["tiny-llama"]
     cfg["latent"]["experiments"] = {
         "meanpool": {},
@@ -295,6 +296,7 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     work = copy_scenario(tmp_path)
     cfg_path = work / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
+    cfg.pop("comparators", None)  # its tuned ceilings name .test's select experiment
     cfg["teacher"] = {"top_k": 8, "k_tokens": 3}
     cfg["latent"]["experiments"] = {"meanpool": {}, "kd": {"loss": {"w_kd": 0.5, "k_tokens": 3}}}
     plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}
