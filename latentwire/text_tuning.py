@@ -15,6 +15,7 @@ scored exactly like the baseline it starts from.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
     return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
 
 
+def max_skipped(steps: int) -> int:
+    """How many non-finite steps a run may skip before it stops: 5 % of its steps, at least 10."""
+    return max(10, steps // 20)
+
+
 def tune(
     lm: LoadedModel,
     args: TunedArgs,
@@ -125,6 +131,7 @@ def tune(
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     ev = EvalArgs(**{**to_dict(args.eval), "n_examples": 0})
     best, log_rows, t0 = {"f1": -1.0, "step": -1}, [], time.time()
+    skipped: list[int] = []  # steps whose loss or gradient was not finite (update skipped)
     for step in range(1, t.steps + 1):
         rng = np.random.default_rng(t.seed * 1_000_003 + step - 1)  # the latent loop's batches
         batch = [train_rows[i] for i in rng.choice(len(train_rows), t.batch_size, replace=False)]
@@ -132,7 +139,21 @@ def tune(
         loss.backward()
         record.update(step=step, lr=sched.get_last_lr()[0])
         record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-        opt.step()
+        if math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"]):
+            opt.step()
+        else:  # one bad batch must not poison the LoRA weights (seen on GPU in bf16 with full text)
+            skipped.append(step)
+            record["skipped_nonfinite"] = True
+            log.warning(
+                "step %d: non-finite loss/grad (%s), update skipped; rows %s",
+                step,
+                record,
+                [e.get("id") for e in batch],
+            )
+            if len(skipped) > max_skipped(t.steps):
+                raise FloatingPointError(
+                    f"tune: {len(skipped)} of {step} steps non-finite (steps {skipped[:20]})"
+                )
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % t.eval_every == 0 or step == t.steps:
@@ -152,6 +173,7 @@ def tune(
         "best": best,
         "train_seconds": time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
+        "skipped_nonfinite_steps": skipped,
         "system": args.system,
     }
     write_json(out_dir / "train_summary.json", summary)

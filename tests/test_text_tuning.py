@@ -100,3 +100,33 @@ def test_cli_trains_and_evaluates_a_tuned_ceiling(tiny_spec, tmp_path):
     assert m["system"] == "text-tuned-s0" and m["kind"] == "tuned" and m["n"] == len(ROWS)
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert {r["title"] for r in rows} == {"art0", "art1", "art2"}  # the bootstrap's clusters
+
+
+def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(fresh_lm, tmp_path, monkeypatch):
+    import latentwire.text_tuning as tt
+
+    real, calls = tt.tuned_step, []
+
+    def poisoned(lm, args, maker, batch):  # step 2 returns a NaN loss (and so NaN gradients)
+        loss, rec = real(lm, args, maker, batch)
+        calls.append(1)
+        if len(calls) == 2:
+            loss = loss * float("nan")
+            rec["loss"] = float("nan")
+        return loss, rec
+
+    monkeypatch.setattr(tt, "tuned_step", poisoned)
+    df = pd.DataFrame(ROWS)
+    summary = tune(fresh_lm, _args(), df, df, tmp_path / "run")
+    assert summary["skipped_nonfinite_steps"] == [2]
+    assert all(torch.isfinite(p).all() for n, p in fresh_lm.model.named_parameters() if "lora_" in n)
+    assert summary["best"]["f1"] >= 0
+
+    def always_nan(*a):
+        loss, rec = real(*a)
+        return loss * float("nan"), {**rec, "loss": float("nan")}
+
+    monkeypatch.setattr(tt, "tuned_step", always_nan)
+    monkeypatch.setattr(tt, "max_skipped", lambda steps: 2)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        tune(fresh_lm, _args(), df, df, tmp_path / "run2")
