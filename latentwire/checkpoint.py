@@ -55,6 +55,11 @@ def file_identity(path: str | Path | None) -> Any:
     return digest.hexdigest()
 
 
+def json_digest(obj: Any) -> str:
+    """sha256 of a JSON-serialisable object (keys sorted): e.g. the select windows a run reads."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def state_key(identity: dict) -> str:
     """A short stable hash of a JSON-serialisable run identity (see module docstring)."""
     blob = json.dumps({"format": FORMAT, **identity}, sort_keys=True, default=str).encode()
@@ -139,12 +144,11 @@ def trainable_weights(il) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in il.trainable_state_dict().items()}
 
 
-def fresh_state() -> dict:
-    """The loop's state before step 1."""
-    best = {"mean_f1": -1.0, "step": -1}
+def fresh_state(best: dict | None = None) -> dict:
+    """The loop's state before step 1 (``best``: the loop's "nothing validated yet" record)."""
     return {
         "step": 0,
-        "best": best,
+        "best": dict(best) if best is not None else {"mean_f1": -1.0, "step": -1},
         "stopped": "completed",
         "records": [],
         "best_weights": None,
@@ -171,14 +175,24 @@ def pack(key: str, il, opt, sched, train_steps: int, state: dict) -> dict:
     }
 
 
-def resume(path: Path, key: str, il, opt, sched, continues: Callable[[int, int], bool]) -> dict:
+def resume(
+    path: Path,
+    key: str,
+    il,
+    opt,
+    sched,
+    continues: Callable[[int, int], bool],
+    best: dict | None = None,
+) -> dict:
     """Load the checkpoint at ``path`` into ``il``, ``opt``, ``sched`` and the global RNGs; return the
     loop state (:func:`fresh_state` when there is none). ``continues(train_steps then, steps done)``
     says whether the current schedule continues it (only ``train.steps`` is outside the key);
-    if not, training starts afresh."""
+    if not, training starts afresh. ``il`` is anything with ``trainable_state_dict()`` and
+    ``load_trainable_state_dict(sd)`` (the interlingua, or a receiver's LoRA tensors); ``best`` is the
+    fresh state's best record."""
     saved = load_checkpoint(path, key)
     if saved is None:
-        return fresh_state()
+        return fresh_state(best)
     done = saved["step"]
     if not continues(saved["train_steps"], done):
         log.warning(
@@ -188,7 +202,7 @@ def resume(path: Path, key: str, il, opt, sched, continues: Callable[[int, int],
             done,
             saved["train_steps"],
         )
-        return fresh_state()
+        return fresh_state(best)
     il.load_trainable_state_dict(saved["weights"])
     opt.load_state_dict(saved["opt"])
     sched.load_state_dict(saved["sched"])

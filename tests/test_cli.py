@@ -69,3 +69,43 @@ def test_a_manifest_of_another_model_is_refused(tmp_path, capsys, monkeypatch):
     assert main(baseline_args(str(registry), "a", str(tmp_path / "b" / "manifest.json"), tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert "manifest" in err and "is of model 'b'" in err and len(err.splitlines()) == 1
+
+
+def _one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith(f"latentwire {command}: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize("command", ["tune-text", "eval-tuned"])
+def test_the_tuned_ceiling_commands_name_an_unknown_model_in_one_line(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LATENTWIRE_DEBUG", raising=False)
+    args = [command, "--registry", REGISTRY, "--model", "nope", "--manifest", "x.json"]
+    args += ["--config-json", json.dumps({"eval": {"device": "cpu"}})]
+    if command == "tune-text":
+        args += ["--train", "t.parquet", "--validation", "v.parquet", "--out-dir", str(tmp_path)]
+    else:
+        args += ["--checkpoint", "c", "--data", "d", "--predictions", "p", "--metrics", "m"]
+    assert main(args) == 2
+    assert "--model 'nope': not in the registry" in _one_error_line(capsys, command)
+
+
+@pytest.mark.parametrize(
+    "encoder, message",
+    [
+        ({"name": "meanpool"}, "latent.encoder.name: the experiment's encoder is 'meanpool', not select"),
+        (
+            {"name": "select", "source_model": "nope"},
+            "latent.encoder.source_model 'nope': not in the registry",
+        ),
+    ],
+    ids=["not-select", "unknown-source"],
+)
+def test_select_windows_errors_are_one_line(encoder, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LATENTWIRE_DEBUG", raising=False)
+    cfg = json.dumps({"latent": {"encoder": encoder}, "eval": {"device": "cpu"}})
+    args = ["select-windows", "--registry", REGISTRY, "--manifest", "x.json", "--config-json", cfg]
+    args += ["--n-models", "2", "--checkpoint", "c", "--data", "d", "--out", str(tmp_path / "w.jsonl")]
+    assert main(args) == 2
+    assert message in _one_error_line(capsys, "select-windows")

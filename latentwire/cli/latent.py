@@ -94,7 +94,7 @@ def _encoder_sources(args, run, resolved: dict) -> list:
         return []
     reg = load_registry(args.registry)
     if name not in reg or not args.encoder_manifest:
-        raise SystemExit(
+        raise ConfigError(
             f"encoder.source_model {name!r}: not a receiver, so it needs a registry entry and --encoder-manifest"
         )
     resolved["encoder_model"] = to_dict(reg[name])
@@ -105,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
     """train the encoder and adapters of one latent experiment"""
     run, lms, resolved = _setup(args)
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
-        raise SystemExit(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
+        raise ConfigError(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
     summary = train(
         lms,
