@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from latentwire.config import ConfigError
+from latentwire.config import must
 from latentwire.registry import Registry
 
 
@@ -37,12 +37,9 @@ class AdapterArgs:
     init: Literal["default", "identity", "source_vocab"] = "default"
 
     def validate(self) -> None:
-        if self.hidden < 1:
-            raise ConfigError("hidden: must be ≥ 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("dropout: must be in [0, 1)")
-        if self.tanh_scale <= 0:
-            raise ConfigError("tanh_scale: must be > 0")
+        must(self.hidden >= 1, "hidden", self.hidden, ">= 1")
+        must(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "in [0, 1)")
+        must(self.tanh_scale > 0, "tanh_scale", self.tanh_scale, "> 0")
 
 
 # kind -> builder(args, d_z, d_model) -> nn.Module mapping (B, M, d_z) -> (B, M, d_model), uncalibrated

@@ -24,6 +24,20 @@ class ConfigError(ValueError):
     """A config value is unknown, missing or of the wrong type; the message names the key path."""
 
 
+class FieldError(ValueError):
+    """A ``validate()`` check on one field; :func:`from_dict` prefixes the full key path."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key}: {detail}")
+        self.key, self.detail = key, detail
+
+
+def must(ok: bool, key: str, value: Any, rule: str) -> None:
+    """In a ``validate()``: unless ``ok``, fail as ``<path>.<key>: must be <rule>, got <value>``."""
+    if not ok:
+        raise FieldError(key, f"must be {rule}, got {value!r}")
+
+
 def load_yaml(path: str | Path) -> Any:
     """Parse a YAML file, naming the file on a syntax error."""
     try:
@@ -60,8 +74,10 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     if callable(check):
         try:
             check()
-        except ConfigError:
-            raise
+        except FieldError as e:  # one field of this dataclass: its full key path and value
+            raise ConfigError(f"{where}.{e.key}: {e.detail}") from e
+        except ConfigError as e:  # a check that named the key its own way: give it the full path
+            raise ConfigError(_under(where, str(e))) from e
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from e
     return obj
@@ -102,6 +118,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str) and _is_number(value):
+            raise ConfigError(
+                f"{key}: expected a number, got the string {value!r}: YAML reads an exponent without a "
+                f"dot ({value}) as text; write it with a dot and a signed exponent, e.g. 1.0e-3"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -118,6 +139,24 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def _under(where: str, msg: str) -> str:
+    """``msg`` (from a ``validate()`` of the dataclass at ``where``) with the full key path in front."""
+    if msg.startswith(where):
+        return msg
+    last = where.rsplit(".", 1)[-1].rsplit(": ", 1)[-1]  # "latent" of "latent.experiments.e.latent"
+    if msg.startswith((f"{last}.", f"{last}:")):
+        return where + msg[len(last) :]
+    return f"{where}: {msg}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def to_dict(obj: Any) -> Any:

@@ -20,10 +20,12 @@ import torch
 from tqdm import tqdm
 
 from latentwire.batching import collate, pad_answers
+from latentwire.config import FieldError
 from latentwire.generation import generate_and_score
 from latentwire.kv_prefix import with_prefix
 from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.models import LoadedModel
+from latentwire.models.loading import device_problem
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
 from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
 
@@ -52,6 +54,8 @@ class EvalArgs:
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.n_examples < 0:
             raise ValueError("batch_size and max_new_tokens must be >= 1, n_examples >= 0")
+        if device_problem(self.device):
+            raise FieldError("device", device_problem(self.device))
 
 
 #: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example), or

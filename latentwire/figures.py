@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from latentwire.io import atomic_path  # noqa: E402
 from latentwire.results import ResultSet  # noqa: E402
 
 
@@ -36,12 +37,16 @@ def read_intervals(path: str | Path) -> pd.DataFrame:
 
 
 def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
-    for p in paths:
-        Path(p).parent.mkdir(parents=True, exist_ok=True)
-        # No timestamp in SVGs, so an unchanged figure is an unchanged file.
-        meta = {"Date": None} if str(p).endswith(".svg") else {}
-        fig.savefig(p, dpi=110, bbox_inches="tight", metadata=meta)
-    plt.close(fig)
+    """Each file atomically (a killed job leaves no half-written PNG that looks finished)."""
+    try:
+        for p in paths:
+            fmt = Path(p).suffix.lstrip(".")  # the temporary name ends in .tmp: say the format
+            # No timestamp in SVGs, so an unchanged figure is an unchanged file.
+            meta = {"Date": None} if fmt == "svg" else {}
+            with atomic_path(p) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", metadata=meta)
+    finally:
+        plt.close(fig)
 
 
 def _grid(n: int, ncols: int, w: float = 4.8, h: float = 3.4) -> tuple[plt.Figure, np.ndarray]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from latentwire.adapters import AdapterArgs, build_adapter
-from latentwire.config import ConfigError
+from latentwire.config import ConfigError, must
 from latentwire.coprocessor import Coprocessor, CoprocessorArgs
 from latentwire.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
@@ -42,8 +42,10 @@ class LatentArgs:
     gist_tokens: int = 0  # > 0: a gist head per receiver rebuilds up to this many content embeddings
 
     def validate(self) -> None:
-        if self.n_shared < 0 or self.n_private < 0 or self.n_shared + self.n_private < 1:
-            raise ConfigError("latent: n_shared + n_private must be >= 1 and both >= 0")
+        must(self.n_shared >= 0, "n_shared", self.n_shared, ">= 0")
+        must(self.n_private >= 0, "n_private", self.n_private, ">= 0")
+        if self.n_shared + self.n_private < 1:
+            raise ConfigError("latent: n_shared + n_private must be >= 1")
         if not self.shallow and not self.deep_prefix.enabled:
             raise ConfigError("latent: enable at least one reading head (shallow or deep_prefix.enabled)")
         if self.gist_tokens < 0:

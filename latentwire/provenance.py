@@ -1,10 +1,17 @@
-"""Provenance: what produced an output (resolved config, git revision, package versions)."""
+"""Provenance: what produced an output (resolved config, git revision, package versions).
+
+:data:`SUPPORTED` holds the version ranges of the packages that shape metrics (``constraints.txt``
+pins one version inside each; ``pyproject.toml`` declares the same ranges). The ``latentwire``
+command checks them at start (:func:`require_supported_versions`) and every output records whether
+they held: the same text prompt must give the same NLL on every machine.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
 import json
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -16,6 +23,9 @@ TRACKED_PACKAGES = (
     "torch",
     "transformers",
     "tokenizers",
+    "huggingface-hub",
+    "safetensors",
+    "accelerate",
     "gguf",
     "numpy",
     "pandas",
@@ -24,6 +34,55 @@ TRACKED_PACKAGES = (
     "sentence-transformers",
     "peft",
 )
+
+
+#: Supported ranges (PEP 440) of the packages whose versions change metrics.
+SUPPORTED = {
+    "torch": ">=2.11,<2.14",
+    "transformers": ">=5.24,<5.25",
+    "tokenizers": ">=0.23,<0.24",
+}
+
+#: Versions known to give wrong numbers, with what goes wrong (shown in the error).
+KNOWN_BAD = {
+    ("transformers", "5.17"): "its GGUF export gives the Qwen2 tokenizer eos <|endoftext|> instead of the "
+    "model's <|im_end|>, so every Qwen answer NLL is scored against the wrong end token (0.95 -> 2.95)",
+}
+
+#: Set to 1 to run under other versions anyway (recorded in every output's provenance).
+ALLOW_ENV = "LATENTWIRE_ALLOW_UNSUPPORTED"
+
+
+def version_problems(versions: dict[str, str] | None = None) -> list[str]:
+    """One line per installed package outside :data:`SUPPORTED` (or known to be bad); [] when all hold."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    versions = package_versions() if versions is None else versions
+    problems = []
+    for name, spec in SUPPORTED.items():
+        if name not in versions:
+            continue
+        v = Version(versions[name])
+        minor = f"{v.major}.{v.minor}"
+        if (name, minor) in KNOWN_BAD:
+            problems.append(f"{name} {versions[name]}: {KNOWN_BAD[name, minor]}")
+        elif Version(v.base_version) not in SpecifierSet(spec):
+            problems.append(f"{name} {versions[name]} is outside the supported {spec}")
+    return problems
+
+
+def require_supported_versions() -> None:
+    """Fail (one :class:`~latentwire.config.ConfigError`) unless the metric-shaping versions hold."""
+    from latentwire.config import ConfigError
+
+    problems = version_problems()
+    if problems and os.environ.get(ALLOW_ENV, "") in ("", "0"):
+        raise ConfigError(
+            "unsupported package versions: "
+            + "; ".join(problems)
+            + f". Install the pinned ones (pip install -c constraints.txt ...) or set {ALLOW_ENV}=1"
+        )
 
 
 def git_revision(cwd: str | Path | None = None) -> str:
@@ -69,6 +128,8 @@ def provenance(resolved_config: Any) -> dict[str, Any]:
         "config_hash": config_hash(resolved_config),
         "git_revision": git_revision(),
         "packages": package_versions(),
+        "supported_versions": SUPPORTED,
+        "version_problems": version_problems(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

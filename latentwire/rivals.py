@@ -90,6 +90,12 @@ def tuned_kinds(args: ComparatorArgs, experiments: dict[str, LatentRunArgs]) -> 
         return []
     if args.tuned.like not in experiments:
         raise ConfigError(f"comparators.tuned.like: {args.tuned.like!r} is not in latent.experiments")
+    like = experiments[args.tuned.like].train
+    if like.steps - like.encoder_warmup_steps < 1:  # else a tuned ceiling of 0 steps fails in its job
+        raise ConfigError(
+            f"comparators.tuned.like: {args.tuned.like!r} has no Stage B steps to copy (its train.steps "
+            f"{like.steps} = encoder_warmup_steps {like.encoder_warmup_steps})"
+        )
     out = []
     for kind in args.tuned.kinds:
         if kind == "text":

@@ -32,13 +32,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from latentwire.batching import collate, embed_ids
-from latentwire.config import to_dict
+from latentwire.config import FieldError, to_dict
 from latentwire.evaluate import model_view
 from latentwire.hidden import HiddenRecorder
 from latentwire.io import atomic_path, write_json
 from latentwire.lora import lora_disabled
 from latentwire.losses import TopKTeacher
 from latentwire.models import LoadedModel
+from latentwire.models.loading import device_problem
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
 from latentwire.provenance import config_hash
 from latentwire.scoring import answer_logits
@@ -66,6 +67,10 @@ class TeacherRunArgs:
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
     prompt: PromptArgs = field(default_factory=PromptArgs)
     device: str = "auto"
+
+    def validate(self) -> None:
+        if device_problem(self.device):
+            raise FieldError("device", device_problem(self.device))
 
 
 def prompt_hash(prompt: PromptArgs) -> str:

@@ -14,6 +14,7 @@ scored exactly like the baseline it starts from.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,19 +24,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from latentwire.baselines import parse_baseline, text_prompt_maker
 from latentwire.batching import collate
+from latentwire.checkpoint import (
+    FILENAME,
+    frame_digest,
+    json_digest,
+    pack,
+    resume,
+    save_checkpoint,
+    state_key,
+    trainable_weights,
+    write_outputs,
+)
 from latentwire.config import ConfigError, to_dict
 from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
-from latentwire.io import atomic_path, write_json, write_jsonl
-from latentwire.lora import LoraArgs, apply_lora, lora_state_dict
+from latentwire.io import write_json
+from latentwire.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.losses import LossArgs, loss_parts
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
 from latentwire.scoring import answer_logits
-from latentwire.train import TrainArgs, _schedule
+from latentwire.train import TrainArgs, _continues, _schedule
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +117,31 @@ def max_skipped(steps: int) -> int:
     return max(10, steps // 20)
 
 
+class LoraWeights:
+    """A receiver's LoRA tensors as :mod:`latentwire.checkpoint` saves and restores trainable weights."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return lora_state_dict(self.model)
+
+    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        load_lora_state_dict(self.model, sd)
+
+
+def tuned_identity(lm: LoadedModel, args: TunedArgs, train_df, val_df, windows) -> dict:
+    """Everything a tuned ceiling's trajectory depends on, except ``train.steps`` (as for a latent)."""
+    cfg = to_dict(args)
+    cfg["train"].pop("steps")
+    return {
+        "tuned": cfg,
+        "model": {"spec": to_dict(lm.spec), "manifest": lm.manifest},
+        "data": {"train": frame_digest(train_df), "validation": frame_digest(val_df)},
+        "windows": json_digest(windows) if windows else None,
+    }
+
+
 def tune(
     lm: LoadedModel,
     args: TunedArgs,
@@ -113,26 +149,39 @@ def tune(
     val_df,
     out_dir: str | Path,
     windows: Mapping[str, Mapping] | None = None,
+    state_dir: str | Path | None = None,
 ) -> dict:
     """Train LoRA on ``lm`` reading ``args.kind`` prompts; write ``best.safetensors`` (LoRA tensors),
-    ``train_log.jsonl`` and ``train_summary.json`` into ``out_dir``; return the summary.
+    ``train_log.jsonl`` and ``train_summary.json`` into ``out_dir``, each whole at the end; return the
+    summary.
+
+    Resumable like :func:`latentwire.train.train`: one atomic checkpoint (LoRA, best LoRA, optimizer,
+    scheduler, RNG, log) at every validation in ``state_dir/<key>/`` (default ``out_dir/.state``),
+    keyed by :func:`tuned_identity`; a rerun after a kill resumes from it, other settings start afresh.
 
     ``windows``: content text -> select-windows record covering the train and validation examples
     (``select-text-M`` only)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t = args.train
+    identity = tuned_identity(lm, args, train_df, val_df, windows)
+    key = state_key(identity)
+    state_path = Path(state_dir or out_dir / ".state") / key / FILENAME
+    write_json(state_path.parent / "identity.json", identity)  # what the key hashes, for a reader
     torch.manual_seed(t.seed)
     params = apply_lora(lm.model, args.lora)
+    weights = LoraWeights(lm.model)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))
     maker = text_prompt_maker(lm, args.prompt, args.kind, windows)
     train_rows = select_examples(train_df, EvalArgs(n_examples=0))
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     ev = EvalArgs(**{**to_dict(args.eval), "n_examples": 0})
-    best, log_rows, t0 = {"f1": -1.0, "step": -1}, [], time.time()
-    skipped: list[int] = []  # steps whose loss or gradient was not finite (update skipped)
-    for step in range(1, t.steps + 1):
+    unit = resume(state_path, key, weights, opt, sched, _continues(t), best={"f1": -1.0, "step": -1})
+    step, best, log_rows, best_weights = unit["step"], unit["best"], unit["records"], unit["best_weights"]
+    t0, seconds = time.time(), unit["train_seconds"]
+    skipped = [r["step"] for r in log_rows if r.get("skipped_nonfinite")]  # updates skipped (not finite)
+    while step < t.steps:
+        step += 1
         rng = np.random.default_rng(t.seed * 1_000_003 + step - 1)  # the latent loop's batches
         batch = [train_rows[i] for i in rng.choice(len(train_rows), t.batch_size, replace=False)]
         loss, record = tuned_step(lm, args, maker, batch)
@@ -156,25 +205,31 @@ def tune(
                 )
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % t.eval_every == 0 or step == t.steps:
+        validated = step % t.eval_every == 0 or step == t.steps
+        if validated:
             _, s = evaluate(lm, val_rows, maker, args.prompt, ev, desc="val")
             record["val"] = {k: s[k] for k in ("f1", "em", "nll_per_token", "unique_prediction_ratio")}
             log.info("step %d validation %s", step, record["val"])
             if s["f1"] > best["f1"]:
                 best = {"f1": s["f1"], "step": step}
-                with atomic_path(out_dir / "best.safetensors") as tmp:
-                    save_file({k: v.contiguous() for k, v in lora_state_dict(lm.model).items()}, str(tmp))
+                best_weights = trainable_weights(weights)
         elif step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, record)
-        log_rows.append(record)
-    write_jsonl(out_dir / "train_log.jsonl", log_rows)
+        log_rows.append(json.loads(json.dumps(record)))  # plain JSON types, as the log file holds them
+        if validated:
+            state = {"step": step, "best": best, "stopped": "completed", "records": log_rows}
+            state.update(best_weights=best_weights, train_seconds=seconds + time.time() - t0)
+            save_checkpoint(state_path, pack(key, weights, opt, sched, t.steps, state))
     summary = {
         "steps": t.steps,
         "best": best,
-        "train_seconds": time.time() - t0,
+        "train_seconds": seconds + time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
         "skipped_nonfinite_steps": skipped,
         "system": args.system,
+        "state": str(state_path),
     }
-    write_json(out_dir / "train_summary.json", summary)
+    write_outputs(
+        out_dir, best_weights if best_weights is not None else trainable_weights(weights), log_rows, summary
+    )
     return summary

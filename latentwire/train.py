@@ -5,13 +5,15 @@ encodes the batch once, then runs each receiver's teacher-forced forward and bac
 (sequential backward bounds memory: each receiver's graph is freed before the next one's), feeding
 the receivers' gradients into Z through a detached leaf; a step may accumulate micro-batches and
 checkpoint the receivers' activations (:mod:`latentwire.grads`), and KD reads the text teacher's
-logits cached once per model (:mod:`latentwire.teacher`). Checkpoints hold trainable weights only
-(safetensors) plus optimizer state, written atomically; a killed run resumes from ``latest``.
+logits cached once per model (:mod:`latentwire.teacher`). Resumable state (trainable weights,
+optimizer, RNG, log) is one atomic checkpoint outside the outputs (:mod:`latentwire.checkpoint`); a
+killed run resumes from it, and the outputs are written from it at the end.
 The best checkpoint is picked on the VALIDATION split; a run whose predictions collapse stops.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,11 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from latentwire.adapters import embedding_rms
 from latentwire.batching import collate
-from latentwire.config import ConfigError, to_dict
+from latentwire.checkpoint import (
+    FILENAME,
+    file_identity,
+    frame_digest,
+    pack,
+    resume,
+    save_checkpoint,
+    state_key,
+    trainable_weights,
+    write_outputs,
+)
+from latentwire.config import ConfigError, must, to_dict
 from latentwire.deep_prefix import kv_shape
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
@@ -32,7 +44,7 @@ from latentwire.gist import gist_loss
 from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
 from latentwire.hidden import HiddenRecorder, hidden_mse
 from latentwire.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
-from latentwire.io import atomic_path, read_json, write_json
+from latentwire.io import write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
 from latentwire.lora import apply_lora
@@ -79,12 +91,22 @@ class TrainArgs:
     stage_b_encoder: bool = True
 
     def validate(self) -> None:
-        if self.accum_steps < 1 or self.batch_size < 1 or self.grad_norm_every < 0:
-            raise ValueError("accum_steps and batch_size must be >= 1, grad_norm_every >= 0")
-        if self.stage_a_steps < 0 or self.stage_a_align < 0:
-            raise ValueError("stage_a_steps and stage_a_align must be >= 0")
-        if not 0 <= self.encoder_warmup_steps <= self.steps:
-            raise ValueError("encoder_warmup_steps: must be in [0, steps]")
+        # every count and rate the loop divides by or schedules with, checked before any job starts
+        for key in ("steps", "batch_size", "eval_every", "log_every", "accum_steps"):
+            must(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
+        for key in ("warmup_steps", "val_examples", "grad_norm_every", "stage_a_steps", "collapse_after"):
+            must(getattr(self, key) >= 0, key, getattr(self, key), ">= 0")
+        must(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
+        must(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        must(self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0")
+        must(self.stage_a_align >= 0, "stage_a_align", self.stage_a_align, ">= 0")
+        must(0 <= self.collapse_ratio <= 1, "collapse_ratio", self.collapse_ratio, "in [0, 1]")
+        must(
+            0 <= self.encoder_warmup_steps <= self.steps,
+            "encoder_warmup_steps",
+            self.encoder_warmup_steps,
+            f"in [0, steps = {self.steps}]",
+        )
 
 
 @dataclass
@@ -366,17 +388,30 @@ def train(
     device: torch.device,
     teacher_paths: list[str | None] | None = None,
     sources: list[LoadedModel] | None = None,
+    state_dir: str | Path | None = None,
 ) -> dict:
-    """Train, validate, checkpoint; returns a summary. Resumes from ``out_dir/latest`` if present.
+    """Train, validate, checkpoint; write the outputs; return the summary.
+
+    ``out_dir`` receives only the outputs, each written whole at the end: ``best.safetensors``,
+    ``train_log.jsonl`` (steps 1..N) and ``train_summary.json``. The resumable state lives in
+    ``state_dir/<key>/`` (default ``out_dir/.state``; see :mod:`latentwire.checkpoint`), so a rerun
+    after a kill (which may have deleted the outputs) resumes from the last checkpoint, and a rerun
+    with other settings, models or data starts afresh.
 
     ``sources``: an encoder's frozen source model when it is not one of the receivers.
-
     ``teacher_paths``: one teacher-logit cache per receiver (order of ``lms``) for KD; None (or a
     None entry) runs that receiver's text teacher on the fly. Ignored when ``loss.w_kd`` is 0.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t = run.train
+    names = [lm.spec.name for lm in lms]
+    unknown = sorted(set(t.stage_b_models) - set(names))
+    if unknown:
+        raise ConfigError(f"train.stage_b_models: {unknown} are not receivers of this run ({names})")
+    identity = run_identity(run, lms, sources, train_df, val_df, teacher_paths)
+    key = state_key(identity)
+    state_path = Path(state_dir or out_dir / ".state") / key / FILENAME
+    write_json(state_path.parent / "identity.json", identity)  # what the key hashes, for a reader
     torch.manual_seed(t.seed)
     il = build_interlingua(run.latent, lms, device, sources)
     params = il.trainable_parameters()
@@ -388,19 +423,14 @@ def train(
         ids = [str(r["id"]) for r in train_rows]
         teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
-    state = _resume(out_dir, il, opt, sched, t)
+    unit = resume(state_path, key, il, opt, sched, _continues(t))
     static_z = getattr(il.encoder, "input_independent", False)  # a soft-prompt control: never "collapsed"
-    names = [lm.spec.name for lm in lms]
-    unknown = sorted(set(t.stage_b_models) - set(names))
-    if unknown:
-        raise ConfigError(f"train.stage_b_models: {unknown} are not receivers of this run ({names})")
     b_lms = [lm for lm in lms if not t.stage_b_models or lm.spec.name in t.stage_b_models]
-    step, best = state.get("step", 0), state.get("best", {"mean_f1": -1.0, "step": -1})
-    log_path = out_dir / "train_log.jsonl"
-    stopped = "completed"
-    t0 = time.time()
+    step, best, stopped = unit["step"], unit["best"], unit["stopped"]
+    records, best_weights = unit["records"], unit["best_weights"]
+    t0, seconds = time.time(), unit["train_seconds"]
     il.train()
-    while step < t.steps:
+    while step < t.steps and stopped == "completed":
         rng = np.random.default_rng(t.seed * 1_000_003 + step)  # per-step RNG: resumable without state
         n = t.batch_size * t.accum_steps  # accum_steps micro-batches of batch_size
         batch = [train_rows[i] for i in rng.choice(len(train_rows), n, replace=False)]
@@ -423,100 +453,53 @@ def train(
             log.info("step %d validation %s", step, record["val"])
             if record["val"]["mean_f1"] > best["mean_f1"]:
                 best = {"mean_f1": record["val"]["mean_f1"], "step": step}
-                _save_weights(out_dir / "best.safetensors", il)
+                best_weights = trainable_weights(il)
             ratios = [record["val"][lm.spec.name]["unique_prediction_ratio"] for lm in lms]
             if step >= t.collapse_after and max(ratios) < t.collapse_ratio and not static_z:
                 stopped = "collapsed"
-        _append(log_path, record)
+                log.error(
+                    "collapse: unique-prediction share below %.2f at step %d; stopping",
+                    t.collapse_ratio,
+                    step,
+                )
+        records.append(json.loads(json.dumps(record)))  # plain JSON types, as the log file holds them
         if step % t.eval_every == 0 or stopped != "completed" or step == t.steps:
-            _checkpoint(out_dir, il, opt, sched, step, best, t)
-        if stopped != "completed":
-            log.error(
-                "collapse: unique-prediction share below %.2f at step %d; stopping", t.collapse_ratio, step
-            )
-            break
+            unit = {"step": step, "best": best, "stopped": stopped, "records": records}
+            unit.update(best_weights=best_weights, train_seconds=seconds + time.time() - t0)
+            save_checkpoint(state_path, pack(key, il, opt, sched, t.steps, unit))
     summary = {
         "steps": step,
         "best": best,
         "stopped": stopped,
-        "train_seconds": time.time() - t0,
+        "train_seconds": seconds + time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
+        "state": str(state_path),
     }
-    write_json(out_dir / "train_summary.json", summary)
+    write_outputs(
+        out_dir, best_weights if best_weights is not None else trainable_weights(il), records, summary
+    )
     return summary
 
 
-def _save_weights(path: Path, il: Interlingua) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in il.trainable_state_dict().items()}, str(tmp))
+def run_identity(run: LatentRunArgs, lms, sources, train_df, val_df, teacher_paths) -> dict:
+    """Everything a training trajectory depends on, except ``train.steps`` (a longer run of the same
+    settings continues a shorter one; :func:`_resume` checks that the schedules agree)."""
+    cfg = to_dict(run)
+    cfg["train"].pop("steps")
+    kd = bool(run.loss.w_kd)
+    return {
+        "run": cfg,
+        "models": [{"spec": to_dict(lm.spec), "manifest": lm.manifest} for lm in [*lms, *(sources or [])]],
+        "data": {"train": frame_digest(train_df), "validation": frame_digest(val_df)},
+        "teachers": [file_identity(p) for p in teacher_paths or []] if kd else [],
+    }
 
 
-def _checkpoint(out_dir: Path, il, opt, sched, step: int, best: dict, t: TrainArgs) -> None:
-    _save_weights(out_dir / "latest.safetensors", il)
-    with atomic_path(out_dir / "latest_state.pt") as tmp:
-        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp)
-    write_json(out_dir / "latest.json", {"step": step, "best": best, "schedule": _schedule_key(t)})
+def _continues(t: TrainArgs):
+    """(steps of a checkpoint's run, steps done) -> whether ``t`` continues that run's schedule."""
 
+    def same(saved_steps: int, done: int) -> bool:
+        old, new = _schedule(replace(t, steps=saved_steps)), _schedule(t)
+        return done <= t.steps and all(old(s) == new(s) for s in range(done))
 
-def _schedule_key(t: TrainArgs) -> dict:
-    """The settings the step → learning-rate map, the stage boundaries and the batches depend on."""
-    keys = (
-        "steps",
-        "warmup_steps",
-        "lr",
-        "stage_a_steps",
-        "encoder_warmup_steps",
-        "batch_size",
-        "accum_steps",
-        "seed",
-        "stage_b_models",
-        "stage_b_encoder",
-    )
-    return {k: getattr(t, k) for k in keys}
-
-
-def _check_resumable(meta: Path, saved: dict, t: TrainArgs, done: int) -> None:
-    """A checkpoint resumes only into the run it came from: the same settings, except a longer or
-    shorter ``steps`` whose learning rates over the ``done`` steps already taken are the same."""
-    now = _schedule_key(t)
-    changed = sorted(k for k in saved if k != "steps" and saved[k] != now.get(k))
-    old, new = _schedule(replace(t, **saved)), _schedule(t)
-    if not changed and saved["steps"] != t.steps and any(old(s) != new(s) for s in range(done)):
-        changed = ["steps"]
-    if changed:
-        raise ConfigError(
-            f"{meta}: the checkpoint (step {done}) was trained with other train settings: "
-            + ", ".join(f"train.{k} {saved[k]} then, {now[k]} now" for k in changed)
-            + "; resuming would splice two schedules. Restore them, or delete the folder to start over."
-        )
-
-
-def _resume(out_dir: Path, il, opt, sched, t: TrainArgs) -> dict:
-    meta = out_dir / "latest.json"
-    if not meta.is_file():
-        return {}
-    saved = read_json(meta)
-    if "schedule" in saved:  # checkpoints from before this check carry no schedule
-        _check_resumable(meta, saved["schedule"], t, saved["step"])
-    il.load_trainable_state_dict(load_file(str(out_dir / "latest.safetensors")))
-    st = torch.load(out_dir / "latest_state.pt", weights_only=False)
-    opt.load_state_dict(st["opt"])
-    sched.load_state_dict(st["sched"])
-    state = saved
-    log_path = out_dir / "train_log.jsonl"
-    if log_path.is_file():  # drop records written after the checkpoint we resume from
-        import json
-
-        keep = [
-            ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= state["step"]
-        ]
-        log_path.write_text("".join(ln + "\n" for ln in keep))
-    log.info("resuming from step %d", state["step"])
-    return state
-
-
-def _append(path: Path, record: dict) -> None:
-    import json
-
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    return same

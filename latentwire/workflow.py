@@ -86,6 +86,12 @@ class WorkflowPlan:
                 overrides or {},
             )
             experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
+            stage_b = experiments[exp].train.stage_b_models
+            if set(stage_b) - set(config["models"]):
+                raise ConfigError(
+                    f"latent.experiments.{exp}.train.stage_b_models: {stage_b} names models outside "
+                    f"models {list(config['models'])}"
+                )
             source = source_model_name(experiments[exp].latent.encoder)
             if source is not None and source not in registry:
                 raise ConfigError(

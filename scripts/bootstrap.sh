@@ -10,6 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
+# constraints.txt pins the supported versions of everything that shapes metrics (torch, transformers, ...)
+PIP="$PIP -c constraints.txt"
 # torch first: a pinned CPU wheel where one is available locally; set TORCH_SPEC to choose another.
 $PIP install -q "${TORCH_SPEC:-torch==2.13.0}"
 $PIP install -q -e ".[workflow,latent,dev]"

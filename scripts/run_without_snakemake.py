@@ -73,7 +73,8 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
             root = f"results/latent/{d}/{e}"
             train = ["train-latent", *common, "--train", f"results/data/{d}/train.parquet",
                      "--validation", f"results/data/{d}/validation.parquet",
-                     "--teacher-logits", *plan.teacher_inputs(d, e), "--out-dir", f"{root}/train"]  # fmt: skip
+                     "--teacher-logits", *plan.teacher_inputs(d, e), "--out-dir", f"{root}/train",
+                     "--state-dir", f"results/state/latent/{d}/{e}"]  # fmt: skip
             out.append(
                 ("latent", train, [f"{root}/train/best.safetensors"], f"logs/latent/{d}/{e}/train.log")
             )

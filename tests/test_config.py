@@ -9,12 +9,14 @@ from typing import Literal
 
 import jsonschema
 import pytest
+import torch
 import yaml
 
 from latentwire.baselines import BaselineArgs
 from latentwire.config import ConfigError, from_dict, load_yaml, merge_configs, to_dict
 from latentwire.evaluate import EvalArgs
 from latentwire.models import load_registry
+from latentwire.train import TrainArgs
 from latentwire.workflow import WorkflowPlan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,3 +250,52 @@ def test_merge_configs_updates_nested_mappings_and_replaces_the_rest():
         "d": {"z": 0},
     }
     assert base == {"a": {"x": 1, "y": {"p": 1}}, "b": [1, 2], "c": 1}  # inputs untouched
+
+
+# Bad inputs a new user tried (issue 16): each fails when the workflow parses its config, naming the
+# full key path and the bad value. The experiment's overrides are YAML text, read as Snakemake reads config files.
+BAD_LATENT_DEFAULTS = [
+    ("train: {eval_every: 0}", r"latent\.experiments\.meanpool\.train\.eval_every: must be >= 1, got 0"),
+    ("train: {log_every: 0}", r"latent\.experiments\.meanpool\.train\.log_every: must be >= 1, got 0"),
+    ("train: {lr: -1}", r"latent\.experiments\.meanpool\.train\.lr: must be a positive number, got -1"),
+    ("train: {steps: -1}", r"latent\.experiments\.meanpool\.train\.steps: must be >= 1, got -1"),
+    ("latent: {n_shared: -4}", r"latent\.experiments\.meanpool\.latent\.n_shared: must be >= 0, got -4"),
+    (
+        "latent: {encoder: {d_z: -8}}",
+        r"latent\.experiments\.meanpool\.latent\.encoder\.d_z: must be >= 1, got -8",
+    ),
+    ("train: {lr: 1e-3}", r"latent\.experiments\.meanpool\.train\.lr: .*string '1e-3'.*1\.0e-3"),
+    ("eval: {device: gpu}", r"latent\.experiments\.meanpool\.eval\.device: .*got 'gpu'"),
+    (
+        "train: {stage_b_models: [tiny-llama, nope]}",
+        r"latent\.experiments\.meanpool\.train\.stage_b_models: \['tiny-llama', 'nope'\] names models outside",
+    ),
+    (
+        "latent: {adapter: {hidden: 0}}",
+        r"latent\.experiments\.meanpool\.latent\.adapter\.hidden: must be >= 1, got 0",
+    ),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_LATENT_DEFAULTS, ids=[o for o, _ in BAD_LATENT_DEFAULTS])
+def test_bad_latent_settings_fail_at_parse_time_with_key_path_and_value(override, message, monkeypatch):
+    config = load_yaml(REPO / ".test" / "config" / "config.yaml")
+    config["latent"]["experiments"]["meanpool"] = yaml.safe_load(override)
+    monkeypatch.chdir(REPO / ".test")
+    with pytest.raises(ConfigError, match=message):
+        WorkflowPlan.from_config(config)
+
+
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason="needs a torch built without CUDA")
+def test_cuda_on_a_cpu_only_torch_fails_at_parse_time(monkeypatch):
+    config = load_yaml(REPO / ".test" / "config" / "config.yaml")
+    config["eval"]["device"] = "cuda"
+    monkeypatch.chdir(REPO / ".test")
+    with pytest.raises(ConfigError, match=r"^eval\.device: got 'cuda', but this torch .* without CUDA"):
+        WorkflowPlan.from_config(config)
+
+
+def test_a_yaml_exponent_read_as_a_string_gets_a_hint_and_a_dotted_one_is_a_number():
+    with pytest.raises(ConfigError, match=r"^train\.lr: .*string '1e-3'.*write it with a dot"):
+        from_dict(TrainArgs, yaml.safe_load("lr: 1e-3"), where="train")
+    assert from_dict(TrainArgs, yaml.safe_load("lr: 1.0e-3"), where="train").lr == 1e-3

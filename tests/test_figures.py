@@ -1,5 +1,7 @@
 """Figures are written, as non-empty PNG and SVG files, from hand-made results (and from none)."""
 
+from pathlib import Path
+
 import pytest
 from result_files import write_system, write_train_log
 
@@ -69,3 +71,21 @@ def _empty_intervals(tmp_path):
     path = tmp_path / "intervals.csv"
     build_intervals(ResultSet(), StatsArgs(10)).to_csv(path, index=False)
     return path
+
+
+def test_a_figure_is_written_atomically(tmp_path, monkeypatch):
+    """A failure while drawing leaves no partial file and keeps the previous one whole."""
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "f.png"
+    out.write_bytes(b"previous")
+    fig = plt.figure()
+
+    def broken(self, fname, **kw):
+        Path(fname).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plt.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        figures._save(fig, [out])
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["f.png"]

@@ -67,8 +67,10 @@ def test_soft_tokens_per_receiver_width_and_rms():
 def test_latent_args_validate():
     for ok in ({"n_shared": 0, "n_private": 1}, {"n_shared": 1, "n_private": 0}):
         from_dict(LatentArgs, ok, where="latent")
-    for bad in ({"n_shared": 0, "n_private": 0}, {"n_shared": -1, "n_private": 4}, {"n_private": -1}):
-        with pytest.raises(ConfigError, match="^latent: n_shared \\+ n_private must be >= 1"):
+    with pytest.raises(ConfigError, match="^latent: n_shared \\+ n_private must be >= 1"):
+        from_dict(LatentArgs, {"n_shared": 0, "n_private": 0}, where="latent")
+    for bad, key in (({"n_shared": -1, "n_private": 4}, "n_shared"), ({"n_private": -1}, "n_private")):
+        with pytest.raises(ConfigError, match=f"^latent\\.{key}: must be >= 0, got -1$"):
             from_dict(LatentArgs, bad, where="latent")
     with pytest.raises(ConfigError, match="d_z"):  # nested encoder args are validated too
         from_dict(LatentArgs, {"encoder": {"d_z": 10, "n_heads": 4}}, where="latent")

@@ -10,7 +10,13 @@ import torch
 
 from latentwire.config import ConfigError, from_dict
 from latentwire.models import load_model, load_registry, materialize
-from latentwire.models.loading import ModelError, pick_device, resolve_dtype
+from latentwire.models.loading import (
+    ModelError,
+    check_export_tokenizer,
+    export_digest,
+    pick_device,
+    resolve_dtype,
+)
 from latentwire.models.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +112,7 @@ def test_materialize_local_writes_manifest(tiny_spec, tiny_dir, tmp_path):
         "name": tiny_spec.name,
         "source_kind": "local",
         "sha256": None,
+        "export_sha256": export_digest(tiny_dir),
     }
     assert json.loads((tmp_path / "cache" / "manifest.json").read_text()) == manifest
 
@@ -145,6 +152,69 @@ def test_materialize_pip_gguf_checksum_mismatch_leaves_nothing(tmp_path):
         materialize(spec, cache)
     leftovers = sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) if cache.exists() else []
     assert leftovers == []  # no model.gguf, no temporary file, no manifest
+
+
+def test_registry_sha256_is_compared_case_insensitively(tmp_path):
+    """An upper-case checksum of the right bytes passes assembly (it used to be a mismatch)."""
+    import hashlib
+
+    part = {"distribution": "pyyaml", "path": "yaml/__init__.py"}
+    data = Path(md.distribution("pyyaml").locate_file(part["path"])).read_bytes()
+    spec = _gguf_spec([part, part], sha256=hashlib.sha256(data + data).hexdigest().upper())
+    assert spec.source.sha256 == hashlib.sha256(data + data).hexdigest()
+    with pytest.raises(ModelError, match=r"^model 'packaged': cannot load GGUF"):  # past the checksum
+        materialize(spec, tmp_path / "cache")
+
+
+def test_registry_sha256_must_be_hex(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"models\.packaged\.source\.sha256: must be 64 hex digits, got 'ab'"
+    ):
+        _gguf_spec([{"distribution": "x", "path": "y"}], sha256="ab")
+
+
+def test_a_corrupted_export_is_refused_on_load(make_local_spec, tiny_dir, tmp_path):
+    """A float32 weight changed after export still parses; its recorded sha256 no longer matches."""
+    import shutil
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "model")
+    spec = make_local_spec("tiny", folder, context_limit=1024)
+    materialize(spec, tmp_path / "cache")
+    load_model(spec, tmp_path / "cache" / "manifest.json", device="cpu")  # intact: loads
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 4] = bytes(255 - b for b in data[mid : mid + 4])  # one float32 weight changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"^model 'tiny': the files in .* do not match the sha256"):
+        load_model(spec, tmp_path / "cache" / "manifest.json", device="cpu")
+
+
+def test_an_export_whose_tokenizer_splits_differently_fails_naming_the_entry(tiny_spec, tiny_dir, tmp_path):
+    """A reloaded tokenizer that emits other ids than the source (e.g. one per character) is an error."""
+    from transformers import AutoTokenizer
+
+    from latentwire.models.tiny import build_tiny_tokenizer
+
+    source = AutoTokenizer.from_pretrained(tiny_dir)
+    check_export_tokenizer(tiny_spec, source, tiny_dir, source.eos_token_id)  # itself: fine
+    other = tmp_path / "other"
+    build_tiny_tokenizer(vocab_size=300).save_pretrained(other)  # fewer merges: more ids
+    with pytest.raises(ModelError, match=rf"^model '{tiny_spec.name}': the exported tokenizer splits"):
+        check_export_tokenizer(tiny_spec, source, other, source.eos_token_id)
+
+
+def test_an_export_whose_tokenizer_lost_the_models_eos_fails(tiny_spec, tiny_dir):
+    """transformers 5.17 exports Qwen2 GGUFs with eos <|endoftext|> instead of the model's <|im_end|>."""
+    from transformers import AutoTokenizer
+
+    source = AutoTokenizer.from_pretrained(tiny_dir)
+    other_eos = source.convert_tokens_to_ids("<|endoftext|>")
+    assert other_eos != source.eos_token_id
+    with pytest.raises(
+        ModelError, match=r"the exported tokenizer's eos is .* the model's is '<\|endoftext\|>'"
+    ):
+        check_export_tokenizer(tiny_spec, source, tiny_dir, other_eos)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -214,3 +284,34 @@ def test_smollm2_materializes_and_loads(tmp_path):
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_a_failed_export_check_leaves_nothing_behind(tiny_dir, tmp_path, monkeypatch):
+    """The GGUF path end to end with the tiny model standing in: a tokenizer whose eos is not the
+    model's fails the export, and neither the half-made export nor the assembled GGUF remains."""
+    import transformers
+
+    from latentwire.models import loading
+
+    spec = _gguf_spec([{"distribution": "pyyaml", "path": "yaml/__init__.py"}])
+
+    def assemble(spec, dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(b"GGUF")
+        return dest
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir)
+    model.config.eos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")  # the GGUF says otherwise
+    monkeypatch.setattr(loading, "_assemble_gguf", assemble)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: model)
+    real_tok = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoTokenizer,
+        "from_pretrained",
+        lambda path, **k: tok if "gguf_file" in k else real_tok(path, **k),
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelError, match=r"^model 'packaged': the exported tokenizer's eos"):
+        materialize(spec, cache)
+    assert sorted(p.name for p in cache.iterdir()) == []

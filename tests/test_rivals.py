@@ -57,3 +57,12 @@ def test_tuned_ceiling_copies_the_stage_b_schedule_without_kd():
         tuned_kinds(from_dict(ComparatorArgs, {"tuned": {"like": "nope"}}, where="c"), _runs())
     with pytest.raises(ConfigError, match="kinds"):
         from_dict(ComparatorArgs, {"kinds": ["random"]}, where="comparators")
+
+
+def test_a_tuned_ceiling_like_an_experiment_without_stage_b_fails_at_parse_time():
+    """Its Stage B schedule would have 0 steps: refused when the plan is built, not in the job."""
+    runs = _runs()
+    runs["sel"].train.encoder_warmup_steps = runs["sel"].train.steps
+    args = from_dict(ComparatorArgs, {"tuned": {"like": "sel"}}, where="comparators")
+    with pytest.raises(ConfigError, match=r"comparators\.tuned\.like: 'sel' has no Stage B steps .* 550"):
+        tuned_kinds(args, runs)

@@ -102,6 +102,67 @@ def test_cli_trains_and_evaluates_a_tuned_ceiling(tiny_spec, tmp_path):
     assert {r["title"] for r in rows} == {"art0", "art1", "art2"}  # the bootstrap's clusters
 
 
+# --- resume (issue 16): the tune_text job keeps its state outside its outputs, like train_latent -----
+
+OUTPUTS = ("best.safetensors", "train_log.jsonl", "train_summary.json")
+
+
+def _reload(tiny_spec, tmp_path):
+    """The receiver as a rerun (a new process) loads it: without the LoRA of an earlier call."""
+    from latentwire.models import load_model
+
+    return load_model(tiny_spec, tmp_path / "cache" / "manifest.json", device="cpu")
+
+
+def _count_steps(monkeypatch, die_at: int = 0) -> list:
+    import latentwire.text_tuning as tt
+
+    real, calls = tt.tuned_step, []
+
+    def counted(*a, **k):
+        calls.append(1)
+        if len(calls) == die_at:
+            raise KeyboardInterrupt("killed")  # as kill -9 would: nothing cleaned up
+        return real(*a, **k)
+
+    monkeypatch.setattr(tt, "tuned_step", counted)
+    return calls
+
+
+def _log(folder):
+    return [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_tuning_resumes_exactly_and_a_changed_setting_starts_afresh(
+    fresh_lm, tiny_spec, tmp_path, monkeypatch
+):
+    """Killed in step 5 (last checkpoint: the validation at step 3): no output exists yet, the rerun
+    runs steps 4..6 only and ends with the uninterrupted run's log and best LoRA; another loss weight
+    is another run identity and trains all 6 steps."""
+    args, df = _args(), pd.DataFrame(ROWS)
+    ref = tune(fresh_lm, args, df, df, tmp_path / "ref")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _count_steps(m, die_at=5)
+        with pytest.raises(KeyboardInterrupt):
+            tune(_reload(tiny_spec, tmp_path), args, df, df, run)
+    assert not any((run / name).exists() for name in OUTPUTS)
+    assert torch.load(next(run.glob(".state/*/checkpoint.pt")), weights_only=True)["step"] == 3
+    calls = _count_steps(monkeypatch)
+    summary = tune(_reload(tiny_spec, tmp_path), args, df, df, run)
+    assert len(calls) == 3 and summary["best"] == ref["best"]
+    assert [r["step"] for r in _log(run)] == list(range(1, 7)) and _log(run) == _log(tmp_path / "ref")
+    best, want = (
+        load_file(str(run / "best.safetensors")),
+        load_file(str(tmp_path / "ref" / "best.safetensors")),
+    )
+    assert set(best) == set(want) and all(torch.equal(best[k], want[k]) for k in want)
+    calls.clear()
+    args.loss.w_first += 1.0
+    other = tune(_reload(tiny_spec, tmp_path), args, df, df, run)
+    assert len(calls) == 6 and other["state"] != summary["state"]
+
+
 def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(fresh_lm, tmp_path, monkeypatch):
     import latentwire.text_tuning as tt
 

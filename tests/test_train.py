@@ -4,12 +4,14 @@ teacher-logit cache, per-loss gradient norms, gradient accumulation and activati
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import latentwire.checkpoint as checkpoint_mod
 import latentwire.train as train_mod
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
@@ -275,7 +277,7 @@ def test_short_run_lowers_the_loss(lms, short_run):
 def test_best_checkpoint_reproduces_validation_exactly(lms, short_run):
     run, out, summary, _, _ = short_run
     best = read_weights(out / "best.safetensors")
-    assert_same_weights(best, read_weights(out / "latest.safetensors"))  # only validated at step 30
+    assert_same_weights(best, state_weights(summary))  # only validated at step 30
     rebuilt = []
     for seed in (7, 8):
         torch.manual_seed(seed)
@@ -298,6 +300,19 @@ def test_best_checkpoint_reproduces_validation_exactly(lms, short_run):
 
 # warmup longer than the run: the learning-rate schedule of steps 1..6 does not depend on the total
 RESUME = {"eval_every": 2, "warmup_steps": 10, "val_examples": 2, "batch_size": 2}
+OUTPUTS = ("best.safetensors", "train_log.jsonl", "train_summary.json")
+
+
+def resume_run(steps: int, dropout: float = 0.2, **train) -> LatentRunArgs:
+    """The resume tests' run: adapter dropout on, so an exact resume needs the saved RNG state."""
+    run = make_run(steps=steps, **{**RESUME, **train})
+    run.latent.adapter.dropout = dropout
+    return run
+
+
+def state_weights(summary: dict) -> dict[str, torch.Tensor]:
+    """The trainable weights of the run's checkpoint (its state file, outside the outputs)."""
+    return torch.load(summary["state"], weights_only=True)["weights"]
 
 
 def _count_steps(monkeypatch) -> list:
@@ -312,55 +327,151 @@ def _count_steps(monkeypatch) -> list:
     return calls
 
 
+def _kill_at(monkeypatch, step: int) -> None:
+    """Make training die (as kill -9 would, nothing cleaned up) when it starts ``step``."""
+    real = train_mod.train_step
+    seen = []
+
+    def dying(*args, **kw):
+        seen.append(1)
+        if len(seen) == step:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", dying)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(lms, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume-ref")
-    summary = train(lms, make_run(steps=6, **RESUME), TRAIN_DF, VAL_DF, out, CPU)
+    summary = train(lms, resume_run(6), TRAIN_DF, VAL_DF, out, CPU)
     return out, summary
 
 
 def test_resume_continues_a_finished_shorter_run_exactly(lms, uninterrupted, tmp_path, monkeypatch):
     ref_out, ref_summary = uninterrupted
     out = tmp_path / "run"
-    first = train(lms, make_run(steps=4, **RESUME), TRAIN_DF, VAL_DF, out, CPU)
-    assert first["steps"] == 4 and json.loads((out / "latest.json").read_text())["step"] == 4
+    first = train(lms, resume_run(4), TRAIN_DF, VAL_DF, out, CPU)
+    assert first["steps"] == 4 and torch.load(first["state"], weights_only=True)["step"] == 4
     calls = _count_steps(monkeypatch)
-    second = train(lms, make_run(steps=6, **RESUME), TRAIN_DF, VAL_DF, out, CPU)
+    second = train(lms, resume_run(6), TRAIN_DF, VAL_DF, out, CPU)
     assert len(calls) == 2 * len(lms)  # only steps 5 and 6 ran
     assert second["steps"] == 6 and second["best"] == ref_summary["best"]
+    assert second["state"] == first["state"]
     log = read_log(out)
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     assert log == read_log(ref_out)  # same losses, learning rates and validations, step by step
-    assert_same_weights(
-        read_weights(out / "latest.safetensors"), read_weights(ref_out / "latest.safetensors")
-    )
+    assert_same_weights(state_weights(second), state_weights(ref_summary))
     assert_same_weights(read_weights(out / "best.safetensors"), read_weights(ref_out / "best.safetensors"))
 
 
-def test_resume_after_a_kill_drops_uncheckpointed_log_records(lms, uninterrupted, tmp_path, monkeypatch):
-    """Killed right after logging step 5 (last checkpoint: step 4): step 5 is redone, logged once."""
-    ref_out, _ = uninterrupted
+@pytest.mark.parametrize("delete_outputs", [False, True], ids=["outputs-kept", "outputs-deleted"])
+def test_a_kill_after_the_first_checkpoint_resumes_bit_exactly_with_dropout(
+    lms, uninterrupted, tmp_path, monkeypatch, delete_outputs
+):
+    """Killed in step 3 (first checkpoint: step 2); Snakemake then deletes the declared outputs.
+    The rerun resumes from the state folder, redoes steps 3..6 only, and writes every output whole:
+    the log 1..6, the weights and the best checkpoint equal an uninterrupted run's, with dropout."""
+    ref_out, ref_summary = uninterrupted
     out = tmp_path / "run"
-    real_append = train_mod._append
-
-    def append_then_die(path, record):
-        real_append(path, record)
-        if record["step"] == 5:
-            raise KeyboardInterrupt("killed")
-
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "_append", append_then_die)
+        _kill_at(m, 3)
         with pytest.raises(KeyboardInterrupt):
-            train(lms, make_run(steps=6, **RESUME), TRAIN_DF, VAL_DF, out, CPU)
-    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5]
+            train(lms, resume_run(6), TRAIN_DF, VAL_DF, out, CPU)
+    assert not any((out / name).exists() for name in OUTPUTS)  # outputs only at the end
+    if delete_outputs:
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
     calls = _count_steps(monkeypatch)
-    summary = train(lms, make_run(steps=6, **RESUME), TRAIN_DF, VAL_DF, out, CPU)
-    assert summary["steps"] == 6 and len(calls) == 2 * len(lms)
+    summary = train(lms, resume_run(6), TRAIN_DF, VAL_DF, out, CPU)
+    assert summary["steps"] == 6 and len(calls) == 4 * len(lms)
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
     assert read_log(out) == read_log(ref_out)
-    assert_same_weights(
-        read_weights(out / "latest.safetensors"), read_weights(ref_out / "latest.safetensors")
-    )
+    assert_same_weights(state_weights(summary), state_weights(ref_summary))
+    assert_same_weights(read_weights(out / "best.safetensors"), read_weights(ref_out / "best.safetensors"))
+    # a finished state rewrites deleted outputs without training again
+    for name in OUTPUTS:
+        (out / name).unlink()
+    calls.clear()
+    assert train(lms, resume_run(6), TRAIN_DF, VAL_DF, out, CPU)["steps"] == 6 and not calls
+    assert read_log(out) == read_log(ref_out) and all((out / n).is_file() for n in OUTPUTS)
+
+
+def test_without_the_saved_rng_state_a_resume_with_dropout_would_differ(
+    lms, uninterrupted, tmp_path, monkeypatch
+):
+    """The bit-exact test above can tell: skipping the RNG restore changes the steps after the kill."""
+    ref_out, _ = uninterrupted
+    with monkeypatch.context() as m:
+        _kill_at(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train(lms, resume_run(6), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    torch.manual_seed(123)  # whatever state the process happens to be in
+    monkeypatch.setattr(checkpoint_mod, "restore_rng", lambda state: None)
+    train(lms, resume_run(6), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    ours, ref = read_log(tmp_path), read_log(ref_out)
+    assert ours[:2] == ref[:2] and ours[2:] != ref[2:]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda run: setattr(run.loss, "w_first", run.loss.w_first + 1.0),
+        lambda run: setattr(run.latent.adapter, "hidden", 48),
+        lambda run: setattr(run.train, "lr", 1e-2),
+        lambda run: setattr(run.eval, "max_new_tokens", 3),
+    ],
+    ids=["loss.w_first", "adapter.hidden-reshapes-weights", "train.lr", "eval.max_new_tokens"],
+)
+def test_a_changed_setting_after_a_finished_run_starts_afresh(lms, tmp_path, monkeypatch, change):
+    """Not a 0-step 'resume' and not a state-dict shape crash: another run identity, another state."""
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    first = train(lms, resume_run(4), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    run = resume_run(4)
+    change(run)
+    calls = _count_steps(monkeypatch)
+    second = train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert second["steps"] == 4 and len(calls) == 4 * len(lms)
+    assert second["state"] != first["state"]
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_changed_training_data_starts_afresh(lms, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    first = train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    other = TRAIN_DF.assign(context=TRAIN_DF["context"] + " It is old.")
+    assert train(lms, resume_run(2), other, VAL_DF, tmp_path, CPU)["state"] != first["state"]
+
+
+def test_steps_that_reshape_the_decay_start_afresh(lms, tmp_path, monkeypatch, caplog):
+    """train.steps is outside the key, but only a schedule that continues the steps taken resumes."""
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    base = {"warmup_steps": 1}
+    train(lms, resume_run(4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    calls = _count_steps(monkeypatch)
+    summary = train(lms, resume_run(6, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert summary["steps"] == 6 and len(calls) == 6 * len(lms) and "starting afresh" in caplog.text
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_is_checked_when_read(lms, tmp_path, monkeypatch):
+    """Its step must match its log, its key the run's; a foreign pickle is refused (weights_only)."""
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    summary = train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    path = Path(summary["state"])
+    unit = torch.load(path, weights_only=True)
+    torch.save({**unit, "step": 4}, path)  # say step 4 with a log of 2 steps
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt.*step 4"):
+        train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    torch.save({**unit, "key": "0" * 16}, path)
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt.*key 0000"):
+        train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    torch.save({**unit, "extra": Path("x")}, path)  # an object that weights_only refuses to build
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt: unreadable"):
+        train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt: unreadable"):
+        train(lms, resume_run(2), TRAIN_DF, VAL_DF, tmp_path, CPU)
 
 
 # --- (5) collapse detector and best-checkpoint selection (validation faked: no generation) ----
@@ -392,7 +503,7 @@ def test_collapse_detector(lms, tmp_path, monkeypatch, ratio, collapse_after, st
     summary = train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
     assert summary["stopped"] == stopped and summary["steps"] == steps
     assert [r["step"] for r in read_log(tmp_path)] == list(range(1, steps + 1))
-    assert json.loads((tmp_path / "latest.json").read_text())["step"] == steps  # checkpointed on stop
+    assert torch.load(summary["state"], weights_only=True)["step"] == steps  # checkpointed on stop
     assert json.loads((tmp_path / "train_summary.json").read_text())["stopped"] == stopped
 
 
@@ -702,26 +813,6 @@ def test_a_static_soft_prompt_is_not_stopped_as_collapsed(lms, tmp_path, monkeyp
     assert summary["stopped"] == "completed" and summary["steps"] == 4
 
 
-@pytest.mark.parametrize(
-    "change, key",
-    [
-        ({"steps": 6}, "train.steps"),
-        ({"steps": 4, "lr": 1e-2}, "train.lr"),
-        ({"steps": 4, "seed": 1}, "train.seed"),
-        ({"steps": 4, "stage_b_encoder": False}, "train.stage_b_encoder"),
-    ],
-    ids=["steps-reshape-the-decay", "lr", "seed", "stage_b_encoder"],
-)
-def test_resume_refuses_a_checkpoint_of_other_train_settings(lms, tmp_path, monkeypatch, change, key):
-    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
-    base = {"eval_every": 2, "warmup_steps": 1, "val_examples": 2, "batch_size": 2}
-    train(lms, make_run(steps=4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)
-    with pytest.raises(ConfigError, match=rf"latest\.json.*{key}"):
-        train(lms, make_run(**{**base, **change}), TRAIN_DF, VAL_DF, tmp_path, CPU)
-    # the same settings resume (nothing left to do)
-    assert train(lms, make_run(steps=4, **base), TRAIN_DF, VAL_DF, tmp_path, CPU)["steps"] == 4
-
-
 def test_stage_b_on_a_subset_with_a_frozen_encoder_moves_only_that_receivers_head(lms, tmp_path, monkeypatch):
     """train.stage_b_models + stage_b_encoder: false: the other receiver's input stays exactly as it was."""
     monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
@@ -737,9 +828,9 @@ def test_stage_b_on_a_subset_with_a_frozen_encoder_moves_only_that_receivers_hea
     calls = _count_steps(monkeypatch)
     train_on = lms[1].spec.name
     run = make_run(steps=2, eval_every=2, batch_size=2, stage_b_models=[train_on], stage_b_encoder=False)
-    train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    summary = train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
     assert calls == [train_on, train_on]  # the other receiver never ran
-    after = read_weights(tmp_path / "latest.safetensors")
+    after = state_weights(summary)
     moved = {k for k in after if not torch.equal(after[k], built[0][k])}
     trained_key = f"adapters.{train_on.replace('.', '_')}"
     assert moved and all(k.startswith(trained_key) for k in moved), sorted(moved)

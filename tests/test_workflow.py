@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,3 +340,94 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     cfg["latent"]["experiments"]["kd"] = {}
     with pytest.raises(ConfigError, match="teacher.top_kk: unknown key"):
         WorkflowPlan.from_config({**cfg, "registry": plan_cfg["registry"]})
+
+
+# --- resume under Snakemake (issue 16) ------------------------------------------------------------
+
+TRAIN_SUMMARY = "results/latent/squad/meanpool/train/train_summary.json"
+KILL_STEPS = 20  # checkpoints every 2 steps: long enough to be killed after the first one
+
+
+def _train_pids(work: Path) -> list[int]:
+    """Pids of this scenario's `latentwire train-latent` processes (their working folder is ``work``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                b"train-latent" in (proc / "cmdline").read_bytes()
+                and (proc / "cwd").resolve() == work.resolve()
+            ):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
+
+
+def _train_log_steps(work: Path) -> list[int]:
+    path = work / "results" / "latent" / "squad" / "meanpool" / "train" / "train_log.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory) -> Path:
+    """kill -9 of train_latent after its first checkpoint; Snakemake fails the job and deletes its
+    outputs; a plain rerun must resume from the state folder and finish with a whole 1..N log."""
+    import signal
+    import time
+
+    work = copy_scenario(tmp_path_factory.mktemp("kill"))
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["latent"]["defaults"]["train"].update(steps=KILL_STEPS, eval_every=2, val_examples=2)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(work)]
+    cmd += ["--cores", "2", TRAIN_SUMMARY]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    state = work / "results" / "state" / "latent" / "squad" / "meanpool"
+    deadline = time.time() + 600
+    while not list(state.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    pids = _train_pids(work)
+    assert pids, "train-latent never checkpointed"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, out[-3000:]
+    assert not (work / TRAIN_SUMMARY).exists()
+    first = torch.load(next(state.glob("*/checkpoint.pt")), weights_only=True)["step"]
+    assert 2 <= first < KILL_STEPS
+    res = snakemake("--directory", str(work), "--cores", "2", TRAIN_SUMMARY, timeout=900)
+    assert res.returncode == 0, res.stdout[-5000:]
+    return work
+
+
+def test_a_killed_training_job_resumes_under_snakemake_to_a_whole_log(killed_and_resumed):
+    work = killed_and_resumed
+    assert _train_log_steps(work) == list(range(1, KILL_STEPS + 1))
+    summary = json.loads((work / TRAIN_SUMMARY).read_text())
+    assert summary["steps"] == KILL_STEPS and summary["stopped"] == "completed"
+    assert (work / TRAIN_SUMMARY).with_name("best.safetensors").is_file()
+    assert "resuming from step" in (work / "logs" / "latent" / "squad" / "meanpool" / "train.log").read_text()
+    # a further rerun has nothing to do (no 'resumes from step N' loop)
+    res = snakemake("-n", "--directory", str(work), TRAIN_SUMMARY)
+    assert "Nothing to be done" in res.stdout, res.stdout[-3000:]
+
+
+def test_a_changed_setting_after_a_finished_run_trains_afresh_under_snakemake(killed_and_resumed, tmp_path):
+    work = killed_and_resumed
+    before = json.loads((work / TRAIN_SUMMARY).read_text())["state"]
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"latent": {"experiments": {"meanpool": {"loss": {"w_first": 1.5}}}}}))
+    res = snakemake("--directory", str(work), "--cores", "2", TRAIN_SUMMARY, "--configfile", str(override))
+    assert res.returncode == 0, res.stdout[-5000:]
+    summary = json.loads((work / TRAIN_SUMMARY).read_text())
+    assert summary["state"] != before and summary["steps"] == KILL_STEPS
+    assert _train_log_steps(work) == list(range(1, KILL_STEPS + 1))
+    assert (
+        "resuming from step"
+        not in (work / "logs" / "latent" / "squad" / "meanpool" / "train.log").read_text()
+    )

@@ -16,7 +16,7 @@ from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text
 from latentwire.provenance import provenance
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = from_dict(BaselineArgs, json.loads(args.config_json), where="baseline")
-    spec = load_registry(args.registry)[args.model]
+    spec = get_spec(load_registry(args.registry), args.model, args.registry)
     lm = load_model(spec, args.manifest, device=cfg.eval.device)
     examples = select_examples(read_split(args.data), cfg.eval)
     kind, _ = parse_baseline(cfg.name)

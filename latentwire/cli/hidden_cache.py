@@ -13,12 +13,12 @@ import logging
 
 import torch
 
-from latentwire.config import from_dict, to_dict
+from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders.hidden_cache import cache_meta, compute_hidden_cache, save_hidden_cache
 from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_json
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text
 from latentwire.provenance import config_hash, provenance
 from latentwire.train import LatentRunArgs
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     latent = from_dict(LatentRunArgs, json.loads(args.config_json), where="latent")
     enc = latent.latent.encoder
     if not enc.source_model:
-        raise SystemExit("hidden-cache: latent.encoder.source_model is not set")
-    spec = load_registry(args.registry)[enc.source_model]
+        raise ConfigError("latent.encoder.source_model: not set (a hidden cache is of the source model)")
+    spec = get_spec(load_registry(args.registry), enc.source_model, args.registry, "encoder.source_model")
     lm = load_model(spec, args.manifest, device=latent.eval.device)
     examples = select_examples(read_split(args.data), EvalArgs(n_examples=0))  # every example, file order
     texts = [content_text(model_view(e), latent.prompt) for e in examples]

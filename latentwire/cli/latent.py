@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from latentwire.config import from_dict, to_dict
+from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.joint import rescore_jointly
 from latentwire.latent_prompts import donor_map, latent_prompt_maker
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.payload import payload_bytes, roundtrip
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
@@ -57,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--train", required=True)
             p.add_argument("--validation", required=True)
             p.add_argument(
+                "--state-dir",
+                default=None,
+                help="resumable state, kept apart from the outputs (default: OUT_DIR/.state)",
+            )
+            p.add_argument(
                 "--teacher-logits",
                 nargs="*",
                 default=None,
@@ -74,7 +79,10 @@ def _setup(args):
         torch.set_num_threads(args.threads)
     run = from_dict(LatentRunArgs, json.loads(args.config_json), where="latent")
     reg = load_registry(args.registry)
-    lms = [load_model(reg[m], man, device=run.eval.device) for m, man in zip(args.models, args.manifests)]
+    if len(args.manifests) != len(args.models):
+        raise ConfigError(f"--manifests: {len(args.manifests)} files for {len(args.models)} --models")
+    specs = [get_spec(reg, m, args.registry, "--models") for m in args.models]
+    lms = [load_model(spec, man, device=run.eval.device) for spec, man in zip(specs, args.manifests)]
     resolved = {"run": to_dict(run), "models": {m: to_dict(reg[m]) for m in args.models}, "exp": args.exp}
     return run, lms, resolved
 
@@ -86,7 +94,7 @@ def _encoder_sources(args, run, resolved: dict) -> list:
         return []
     reg = load_registry(args.registry)
     if name not in reg or not args.encoder_manifest:
-        raise SystemExit(
+        raise ConfigError(
             f"encoder.source_model {name!r}: not a receiver, so it needs a registry entry and --encoder-manifest"
         )
     resolved["encoder_model"] = to_dict(reg[name])
@@ -97,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
     """train the encoder and adapters of one latent experiment"""
     run, lms, resolved = _setup(args)
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
-        raise SystemExit(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
+        raise ConfigError(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
     summary = train(
         lms,
@@ -108,6 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
         lms[0].device,
         teacher_paths=args.teacher_logits,
         sources=_encoder_sources(args, run, resolved),
+        state_dir=args.state_dir,
     )
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from latentwire.models import load_model, load_registry, materialize
+from latentwire.models import get_spec, load_model, load_registry, materialize
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = load_registry(args.registry)
-    if args.name not in specs:
-        raise SystemExit(f"{args.registry}: no model named {args.name!r}; known: {', '.join(specs)}")
-    spec = specs[args.name]
+    spec = get_spec(load_registry(args.registry), args.name, args.registry, "--name")
     manifest = materialize(spec, args.cache_dir)
     if args.check_load:
         lm = load_model(spec, f"{args.cache_dir}/manifest.json", device="cpu")

@@ -12,7 +12,7 @@ import json
 import logging
 
 from latentwire import hypotheses, intervals
-from latentwire.config import from_dict, to_dict
+from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.io import write_json, write_text
 from latentwire.provenance import provenance
 from latentwire.results import ResultSet, read_train_log
@@ -49,7 +49,7 @@ def _results_args(p: argparse.ArgumentParser) -> None:
 
 def _check_pairs(a: list, b: list, what: str) -> None:
     if b and len(a) != len(b):
-        raise SystemExit(f"{what}: {len(a)} files but {len(b)} names")
+        raise ConfigError(f"{what}: {len(a)} files but {len(b)} names")
 
 
 def run_stats(args: argparse.Namespace) -> int:

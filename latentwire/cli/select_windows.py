@@ -14,13 +14,13 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from latentwire.config import from_dict
+from latentwire.config import ConfigError, from_dict
 from latentwire.data import read_split
 from latentwire.encoders import build_encoder, source_model_name
 from latentwire.encoders.core import load_trainable_state_dict
 from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_jsonl
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text
 from latentwire.train import LatentRunArgs
 
@@ -48,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     latent = run_args.latent
     source = source_model_name(latent.encoder)
     if latent.encoder.name != "select" or source is None:
-        raise SystemExit(f"select-windows: the experiment's encoder is {latent.encoder.name!r}, not select")
-    lm = load_model(load_registry(args.registry)[source], args.manifest, device=run_args.eval.device)
+        raise ConfigError(
+            f"latent.encoder.name: the experiment's encoder is {latent.encoder.name!r}, not select"
+        )
+    spec = get_spec(load_registry(args.registry), source, args.registry, "latent.encoder.source_model")
+    lm = load_model(spec, args.manifest, device=run_args.eval.device)
     enc = build_encoder(latent.encoder, latent.total_slots(args.n_models), {source: lm}).to(lm.device)
     sd = load_file(args.checkpoint)
     load_trainable_state_dict(enc, {k[8:]: v for k, v in sd.items() if k.startswith("encoder.")})

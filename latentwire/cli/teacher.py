@@ -12,7 +12,7 @@ import torch
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import EvalArgs, select_examples
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.provenance import provenance
 from latentwire.teacher import TeacherRunArgs, compute_teacher_topk, save_teacher_cache, teacher_meta
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = from_dict(TeacherRunArgs, json.loads(args.config_json), where="teacher")
-    spec = load_registry(args.registry)[args.model]
+    spec = get_spec(load_registry(args.registry), args.model, args.registry)
     lm = load_model(spec, args.manifest, device=cfg.device)
     frame = read_split(args.data)
     examples = select_examples(frame, EvalArgs(n_examples=0))  # every example, in file order

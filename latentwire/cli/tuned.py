@@ -21,7 +21,7 @@ from latentwire.data import read_split
 from latentwire.evaluate import evaluate, select_examples
 from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.lora import apply_lora, load_lora_state_dict
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
 from latentwire.provenance import provenance
 from latentwire.text_tuning import TunedArgs, tune
 
@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--train", required=True)
             p.add_argument("--validation", required=True)
             p.add_argument("--out-dir", required=True)
+            p.add_argument(
+                "--state-dir",
+                default=None,
+                help="resumable state, kept apart from the outputs (default: OUT_DIR/.state)",
+            )
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
@@ -61,7 +66,7 @@ def _setup(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = from_dict(TunedArgs, json.loads(args.config_json), where="tuned")
-    spec = load_registry(args.registry)[args.model]
+    spec = get_spec(load_registry(args.registry), args.model, args.registry)
     lm = load_model(spec, args.manifest, device=cfg.eval.device)
     resolved = {"tuned": to_dict(cfg), "model": to_dict(spec), "windows": args.windows}
     return cfg, lm, resolved
@@ -70,9 +75,9 @@ def _setup(args):
 def run_tune(args: argparse.Namespace) -> int:
     """train a LoRA text ceiling on one receiver"""
     cfg, lm, resolved = _setup(args)
-    summary = tune(
-        lm, cfg, read_split(args.train), read_split(args.validation), args.out_dir, load_windows(args.windows)
-    )
+    train_df, val_df = read_split(args.train), read_split(args.validation)
+    windows = load_windows(args.windows)
+    summary = tune(lm, cfg, train_df, val_df, args.out_dir, windows, state_dir=args.state_dir)
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0
 

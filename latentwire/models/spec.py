@@ -7,11 +7,12 @@ end-of-turn token, a chat-template policy) are fields here, never ``if family ==
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from latentwire.config import ConfigError, from_dict, load_yaml
+from latentwire.config import ConfigError, from_dict, load_yaml, must
 
 
 @dataclass
@@ -45,6 +46,9 @@ class SourceArgs:
             if not getattr(self, key):
                 # ValueError, not ConfigError: from_dict prefixes it with the entry's key path.
                 raise ValueError(f"{key!r} is required for source kind {self.kind!r}")
+        if self.sha256 is not None:
+            must(bool(re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256)), "sha256", self.sha256, "64 hex digits")
+            self.sha256 = self.sha256.lower()  # compared case-insensitively
 
 
 @dataclass
@@ -79,3 +83,10 @@ def load_registry(path: str | Path) -> dict[str, ModelSpec]:
             raise ConfigError(f"{path}: models.{name}: expected a mapping")
         specs[name] = from_dict(ModelSpec, {"name": name, **entry}, where=f"{path}: models.{name}")
     return specs
+
+
+def get_spec(registry: dict[str, ModelSpec], name: str, path: str | Path, key: str = "--model") -> ModelSpec:
+    """The entry ``name`` of a loaded registry; an unknown name is a :class:`ConfigError` listing the known."""
+    if name not in registry:
+        raise ConfigError(f"{key} {name!r}: not in the registry {path}; known: {', '.join(sorted(registry))}")
+    return registry[name]

@@ -24,6 +24,7 @@ rule baseline:
     params:
         cfg=baseline_json,
     shell:
-        "latentwire baseline --registry {input.registry} --model {wildcards.model}"
-        " --manifest {input.manifest} --data {input.data} --config-json {params.cfg:q}"
-        " --windows {input.windows:q} --threads {threads} --predictions {output.predictions} --metrics {output.metrics} > {log} 2>&1"
+        "latentwire baseline --registry {input.registry:q} --model {wildcards.model:q}"
+        " --manifest {input.manifest:q} --data {input.data:q} --config-json {params.cfg:q}"
+        " --windows {input.windows:q} --threads {threads} --predictions {output.predictions:q}"
+        " --metrics {output.metrics:q} > {log:q} 2>&1"

@@ -56,6 +56,10 @@ def tuned_train_dir(wildcards):
     return f"results/tuned/{wildcards.dataset}/{wildcards.model}/{wildcards.tuned}-s{wildcards.seed}/train"
 
 
+def tuned_state_dir(wildcards):
+    return f"results/state/tuned/{wildcards.dataset}/{wildcards.model}/{wildcards.tuned}-s{wildcards.seed}"
+
+
 def tuned_json(wildcards):
     return PLAN.tuned_json(wildcards.tuned, wildcards.seed)
 

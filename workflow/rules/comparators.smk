@@ -2,7 +2,9 @@
 # - select_windows: the tokens the select experiment's checkpoint keeps, per example of one split
 #   (read by the select-text-M baselines and their tuned ceilings);
 # - tune_text / eval_tuned: LoRA on each receiver reading text or select-text-M, trained on the Stage B
-#   schedule and answer losses of comparators.tuned.like, one job per seed.
+#   schedule and answer losses of comparators.tuned.like, one job per seed. Like train_latent, tune_text
+#   keeps its resumable state in results/state/tuned/{dataset}/{model}/{tuned}-s{seed}/<run key>/,
+#   outside its declared outputs: a rerun after a kill resumes from the last validation.
 
 
 rule select_windows:
@@ -26,7 +28,7 @@ rule select_windows:
         "../envs/latentwire.yaml"
     shell:
         "latentwire select-windows --registry {input.registry:q} --manifest {input.manifest:q}"
-        " --config-json {params.cfg:q} --n-models {params.n_models} --checkpoint {input.checkpoint:q}"
+        " --config-json {params.cfg:q} --n-models {params.n_models:q} --checkpoint {input.checkpoint:q}"
         " --data {input.data:q} --eval-json {params.ev:q} --threads {threads} --out {output.windows:q}"
         " > {log:q} 2>&1"
 
@@ -45,6 +47,7 @@ rule tune_text:
     params:
         cfg=tuned_json,
         out_dir=tuned_train_dir,
+        state_dir=tuned_state_dir,
     log:
         "logs/tuned/{dataset}/{model}/{tuned}-s{seed}/train.log",
     benchmark:
@@ -56,10 +59,10 @@ rule tune_text:
     conda:
         "../envs/latentwire.yaml"
     shell:
-        "latentwire tune-text --registry {input.registry:q} --model {wildcards.model}"
+        "latentwire tune-text --registry {input.registry:q} --model {wildcards.model:q}"
         " --manifest {input.manifest:q} --config-json {params.cfg:q} --windows {input.windows:q}"
         " --threads {threads} --train {input.train:q} --validation {input.validation:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --state-dir {params.state_dir:q} > {log:q} 2>&1"
 
 
 rule eval_tuned:
@@ -85,7 +88,7 @@ rule eval_tuned:
     conda:
         "../envs/latentwire.yaml"
     shell:
-        "latentwire eval-tuned --registry {input.registry:q} --model {wildcards.model}"
+        "latentwire eval-tuned --registry {input.registry:q} --model {wildcards.model:q}"
         " --manifest {input.manifest:q} --config-json {params.cfg:q} --windows {input.windows:q}"
         " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --predictions {output.predictions:q} --metrics {output.metrics:q} > {log:q} 2>&1"

@@ -16,4 +16,4 @@ rule prepare_data:
     params:
         cfg=dataset_json,
     shell:
-        "latentwire prepare --config-json {params.cfg:q} --out-dir results/data/{wildcards.dataset} > {log} 2>&1"
+        "latentwire prepare --config-json {params.cfg:q} --out-dir results/data/{wildcards.dataset:q} > {log:q} 2>&1"

@@ -1,4 +1,7 @@
 # Latent interlingua: train encoder + adapters per (dataset, experiment), then evaluate with controls.
+# train_latent keeps its resumable state in results/state/latent/{dataset}/{exp}/<run key>/, outside
+# the declared outputs (which Snakemake deletes after a failed job): a rerun resumes from it and writes
+# the outputs whole at the end; other settings, models or data get another key and start afresh.
 
 
 rule train_latent:
@@ -27,12 +30,13 @@ rule train_latent:
     conda:
         "../envs/latentwire.yaml"
     shell:
-        "latentwire train-latent --registry {input.registry} --models {params.models}"
-        " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
-        " --config-json {params.cfg:q} --exp {wildcards.exp}"
-        " --threads {threads} --train {input.train} --validation {input.validation}"
-        " --teacher-logits {input.teacher}"
-        " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/train > {log} 2>&1"
+        "latentwire train-latent --registry {input.registry:q} --models {params.models:q}"
+        " --manifests {input.manifests:q} --encoder-manifest {input.encoder_manifest:q}"
+        " --config-json {params.cfg:q} --exp {wildcards.exp:q}"
+        " --threads {threads} --train {input.train:q} --validation {input.validation:q}"
+        " --teacher-logits {input.teacher:q}"
+        " --out-dir results/latent/{wildcards.dataset:q}/{wildcards.exp:q}/train"
+        " --state-dir results/state/latent/{wildcards.dataset:q}/{wildcards.exp:q} > {log:q} 2>&1"
 
 
 rule eval_latent:
@@ -63,8 +67,8 @@ rule eval_latent:
     conda:
         "../envs/latentwire.yaml"
     shell:
-        "latentwire eval-latent --registry {input.registry} --models {params.models}"
-        " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
-        " --config-json {params.cfg:q} --exp {wildcards.exp}"
-        " --threads {threads} --checkpoint {input.checkpoint} --data {input.data}"
-        " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/eval > {log} 2>&1"
+        "latentwire eval-latent --registry {input.registry:q} --models {params.models:q}"
+        " --manifests {input.manifests:q} --encoder-manifest {input.encoder_manifest:q}"
+        " --config-json {params.cfg:q} --exp {wildcards.exp:q}"
+        " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --out-dir results/latent/{wildcards.dataset:q}/{wildcards.exp:q}/eval > {log:q} 2>&1"

@@ -17,8 +17,8 @@ rule materialize_model:
         mem_mb=8000,
         runtime=30,
     shell:
-        "latentwire model --registry {input.registry} --name {wildcards.model}"
-        " --cache-dir resources/models/{wildcards.model} --check-load > {log} 2>&1"
+        "latentwire model --registry {input.registry:q} --name {wildcards.model:q}"
+        " --cache-dir resources/models/{wildcards.model:q} --check-load > {log:q} 2>&1"
 
 
 rule tiny_model:
@@ -31,4 +31,4 @@ rule tiny_model:
     conda:
         "../envs/latentwire.yaml"
     shell:
-        "latentwire tiny-model --family {wildcards.family} --out resources/tiny/{wildcards.family} > {log} 2>&1"
+        "latentwire tiny-model --family {wildcards.family:q} --out resources/tiny/{wildcards.family:q} > {log:q} 2>&1"

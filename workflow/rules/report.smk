@@ -42,11 +42,11 @@ rule stats_tables:
         joint_datasets=PLAN.joint_datasets(),
         cfg=PLAN.stats_json(),
     shell:
-        "latentwire stats --metrics {input.metrics} --datasets {params.datasets}"
-        " --joint {input.joint} --joint-datasets {params.joint_datasets} --config-json {params.cfg:q}"
-        " --intervals-csv {output.intervals_csv} --intervals-md {output.intervals_md}"
-        " --hypotheses-csv {output.hypotheses_csv} --hypotheses-md {output.hypotheses_md}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        "latentwire stats --metrics {input.metrics:q} --datasets {params.datasets:q}"
+        " --joint {input.joint:q} --joint-datasets {params.joint_datasets:q} --config-json {params.cfg:q}"
+        " --intervals-csv {output.intervals_csv:q} --intervals-md {output.intervals_md:q}"
+        " --hypotheses-csv {output.hypotheses_csv:q} --hypotheses-md {output.hypotheses_md:q}"
+        " --provenance {output.provenance:q} > {log:q} 2>&1"
 
 
 rule table_figures:
@@ -92,9 +92,9 @@ rule table_figures:
         datasets=table_datasets,
         train_labels=PLAN.train_labels(),
     shell:
-        "latentwire figures --metrics {input.metrics} --datasets {params.datasets}"
-        " --intervals {input.intervals} --train-logs {input.train_logs} --train-labels {params.train_labels}"
-        " --f1-vs-m {output.f1_png} {output.f1_svg} --latency {output.latency_png} {output.latency_svg}"
-        " --payload {output.payload_png} {output.payload_svg}"
-        " --training {output.training_png} {output.training_svg}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        "latentwire figures --metrics {input.metrics:q} --datasets {params.datasets:q}"
+        " --intervals {input.intervals:q} --train-logs {input.train_logs:q} --train-labels {params.train_labels:q}"
+        " --f1-vs-m {output.f1_png:q} {output.f1_svg:q} --latency {output.latency_png:q} {output.latency_svg:q}"
+        " --payload {output.payload_png:q} {output.payload_svg:q}"
+        " --training {output.training_png:q} {output.training_svg:q}"
+        " --provenance {output.provenance:q} > {log:q} 2>&1"

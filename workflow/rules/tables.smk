@@ -24,5 +24,5 @@ rule results_table:
     params:
         datasets=table_datasets,
     shell:
-        "latentwire table --metrics {input.metrics} --datasets {params.datasets}"
-        " --csv {output.csv} --markdown {output.md} --title Results > {log} 2>&1"
+        "latentwire table --metrics {input.metrics:q} --datasets {params.datasets:q}"
+        " --csv {output.csv:q} --markdown {output.md:q} --title Results > {log:q} 2>&1"

@@ -23,6 +23,6 @@ rule teacher_logits:
     params:
         cfg=teacher_json,
     shell:
-        "latentwire teacher-logits --registry {input.registry} --model {wildcards.model}"
-        " --manifest {input.manifest} --data {input.data} --config-json {params.cfg:q}"
-        " --threads {threads} --out {output.logits} --meta {output.meta} > {log} 2>&1"
+        "latentwire teacher-logits --registry {input.registry:q} --model {wildcards.model:q}"
+        " --manifest {input.manifest:q} --data {input.data:q} --config-json {params.cfg:q}"
+        " --threads {threads} --out {output.logits:q} --meta {output.meta:q} > {log:q} 2>&1"
