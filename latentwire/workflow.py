@@ -18,6 +18,7 @@ from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs
+from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
@@ -43,6 +44,7 @@ class WorkflowPlan:
     stats: StatsArgs = field(default_factory=StatsArgs)
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
     comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
+    extensions: dict[str, Extension] = field(default_factory=dict)  # latent.extensions
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -99,6 +101,7 @@ class WorkflowPlan:
         teacher = from_dict(TeacherArgs, config.get("teacher") or {}, where="teacher")
         for exp, run in experiments.items():
             _check_kd(exp, run, teacher, prompt)
+        extensions = parse_extensions(lat.get("extensions") or {}, experiments, config["models"], registry)
         return cls(
             config,
             list(config["models"]),
@@ -110,6 +113,7 @@ class WorkflowPlan:
             stats=stats,
             teacher=teacher,
             comparators=comparators,
+            extensions=extensions,
         )
 
     @property
@@ -148,7 +152,8 @@ class WorkflowPlan:
 
     # --- outputs ---------------------------------------------------------------------------
     def baseline_cells(self) -> list[tuple[str, str, str]]:
-        return [(d, m, b) for d in self.datasets for m in self.models for b in self.baselines]
+        models = self.models + self.extension_receivers()  # an added receiver gets its baselines too
+        return [(d, m, b) for d in self.datasets for m in models for b in self.baselines]
 
     def baseline_metrics(self) -> list[str]:
         return [f"results/baselines/{d}/{m}/{b}/metrics.json" for d, m, b in self.baseline_cells()]
@@ -236,6 +241,8 @@ class WorkflowPlan:
         for d in self.datasets:
             for e in self.experiments:
                 files += self.latent_eval_outputs(d, e)
+            for x in self.extensions:
+                files += self.extension_eval_outputs(d, x)
         return files + self.tuned_metrics()
 
     def table_datasets(self) -> list[str]:
@@ -243,21 +250,63 @@ class WorkflowPlan:
         for d in self.datasets:
             for e in self.experiments:
                 names += [d] * len(self.latent_eval_outputs(d, e))
+            for x in self.extensions:
+                names += [d] * len(self.extension_eval_outputs(d, x))
         return names + [d for d, _, _, _ in self.tuned_cells()]
 
     def joint_files(self) -> list[str]:
-        return [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+        out = [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+        return out + [
+            f"{self.extension_dir(d, x)}/eval/joint.json" for d in self.datasets for x in self.extensions
+        ]
 
     def joint_datasets(self) -> list[str]:
-        return [d for d in self.datasets for _ in self.experiments]
+        return [d for d in self.datasets for _ in [*self.experiments, *self.extensions]]
 
     def train_logs(self) -> list[str]:
-        return [
+        out = [
             f"results/latent/{d}/{e}/train/train_log.jsonl" for d in self.datasets for e in self.experiments
+        ]
+        return out + [
+            f"{self.extension_dir(d, x)}/train/train_log.jsonl"
+            for d in self.datasets
+            for x in self.extensions
         ]
 
     def train_labels(self) -> list[str]:
-        return [f"{d}/{e}" for d in self.datasets for e in self.experiments]
+        labels = [f"{d}/{e}" for d in self.datasets for e in self.experiments]
+        return labels + [f"{d}/{x.label}" for d in self.datasets for x in self.extensions.values()]
+
+    # --- receivers added to a trained wire (latentwire/extend.py, workflow/rules/extend.smk) -----
+    def extension_receivers(self) -> list[str]:
+        return sorted({x.args.receiver for x in self.extensions.values()} - set(self.models))
+
+    def extension_dir(self, dataset: str, ext: str) -> str:
+        """``results/extend/{dataset}/{exp}+{receiver}``: the extended wire's folder, by its label."""
+        return f"results/extend/{dataset}/{self.extensions[ext].label}"
+
+    def extension_named(self, exp: str, model: str) -> str:
+        """The ``latent.extensions`` name of the extension adding ``model`` to ``exp`` (unique)."""
+        return next(n for n, x in self.extensions.items() if (x.exp, x.args.receiver) == (exp, model))
+
+    def extend_json(self, ext: str) -> str:
+        return json.dumps(to_dict(self.extensions[ext].args), sort_keys=True)
+
+    def extension_inputs(self, dataset: str, exp: str) -> dict[str, Any]:
+        """The experiment's checkpoint and the manifest of its encoder's source model."""
+        return {
+            "checkpoint": f"results/latent/{dataset}/{exp}/train/best.safetensors",
+            "encoder_manifest": self.encoder_manifest(exp),
+        }
+
+    def extension_reference(self, dataset: str, exp: str) -> list[str]:
+        """The experiment's own evaluation of its receivers (their predictions sit beside these)."""
+        return [f"results/latent/{dataset}/{exp}/eval/{m}/latent/metrics.json" for m in self.models]
+
+    def extension_eval_outputs(self, dataset: str, ext: str) -> list[str]:
+        """The newcomer's latent, controls and int8 wire: the rows the tables add."""
+        m, folder = self.extensions[ext].args.receiver, self.extension_dir(dataset, ext)
+        return [f"{folder}/eval/{m}/{s}/metrics.json" for s in self.latent_variants]
 
     # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
     stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
