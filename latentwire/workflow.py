@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentwire.baselines import BaselineArgs
+from latentwire.baselines import BaselineArgs, parse_baseline
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
@@ -45,6 +45,7 @@ class WorkflowPlan:
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
     comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
     extensions: dict[str, Extension] = field(default_factory=dict)  # latent.extensions
+    configured_baselines: list[str] = field(default_factory=list)  # text, budgets, closed (no rivals)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -72,6 +73,7 @@ class WorkflowPlan:
             f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
         ]
         names += ["closed"] if b.get("closed_book", True) else []
+        configured = list(names)
         lat = config.get("latent") or {}
         experiments = {}
         named = dict(lat.get("experiments") or {})
@@ -114,6 +116,7 @@ class WorkflowPlan:
             teacher=teacher,
             comparators=comparators,
             extensions=extensions,
+            configured_baselines=configured,
         )
 
     @property
@@ -151,9 +154,22 @@ class WorkflowPlan:
         return []
 
     # --- outputs ---------------------------------------------------------------------------
+    def receiver_baselines(self, model: str) -> list[str]:
+        """The baselines of one receiver: every one for ``models``; for a receiver added to a trained
+        wire (``latent.extensions``), the configured ones and the rivals at the M it reads there (the
+        M of the experiments it extends), so its latent rows meet text, budget-M and the comparators."""
+        if model in self.models:
+            return list(self.baselines)
+        ms = {
+            self.experiments[x.exp].latent.read_slots()
+            for x in self.extensions.values()
+            if x.args.receiver == model
+        }
+        return [b for b in self.baselines if b in self.configured_baselines or parse_baseline(b)[1] in ms]
+
     def baseline_cells(self) -> list[tuple[str, str, str]]:
         models = self.models + self.extension_receivers()  # an added receiver gets its baselines too
-        return [(d, m, b) for d in self.datasets for m in models for b in self.baselines]
+        return [(d, m, b) for d in self.datasets for m in models for b in self.receiver_baselines(m)]
 
     def baseline_metrics(self) -> list[str]:
         return [f"results/baselines/{d}/{m}/{b}/metrics.json" for d, m, b in self.baseline_cells()]
@@ -189,10 +205,15 @@ class WorkflowPlan:
         }
 
     def tuned_cells(self) -> list[tuple[str, str, str, int]]:
-        """(dataset, model, tuned kind, seed) of every tuned text ceiling."""
+        """(dataset, model, tuned kind, seed) of every tuned text ceiling: each receiver's, an added
+        receiver's too (``select-text-M`` only where that rival is one of its baselines)."""
         kinds = tuned_kinds(self.comparators, self.experiments)
         seeds = self.comparators.tuned.seeds
-        return [(d, m, k, s) for d in self.datasets for m in self.models for k in kinds for s in seeds]
+        own = {
+            m: [k for k in kinds if k == "text" or k in self.receiver_baselines(m)]
+            for m in self.models + self.extension_receivers()
+        }
+        return [(d, m, k, s) for d in self.datasets for m, ks in own.items() for k in ks for s in seeds]
 
     def tuned_json(self, kind: str, seed: int | str) -> str:
         args = tuned_args(self.comparators, self.experiments, kind, int(seed), self.prompt, self.eval)

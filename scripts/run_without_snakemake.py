@@ -58,7 +58,7 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
     split = plan.eval_split
     for d in plan.datasets:
         for m in models + plan.extension_receivers():
-            for b in plan.baselines:
+            for b in plan.receiver_baselines(m):
                 base = f"results/baselines/{d}/{m}/{b}"
                 argv = ["baseline", "--registry", reg, "--model", m, "--manifest", f"resources/models/{m}/manifest.json",
                         "--data", f"results/data/{d}/{split}.parquet", "--config-json", plan.baseline_json(b),
