@@ -95,7 +95,6 @@ def table_datasets(wildcards):
     return PLAN.table_datasets()
 
 
-
 def extension_inputs(wildcards):
     return PLAN.extension_inputs(wildcards.dataset, wildcards.exp)
 
