@@ -91,7 +91,7 @@ def test_config_typo_fails_at_parse_time(tmp_path):
 def test_run(tmp_path_factory) -> Path:
     """The .test scenario, run once end to end in a temporary folder."""
     work = copy_scenario(tmp_path_factory.mktemp("dot-test"))
-    res = snakemake("--directory", str(work), "--cores", "2", timeout=1200)
+    res = snakemake("--directory", str(work), "--cores", "2", timeout=1800)
     assert res.returncode == 0, res.stdout[-5000:]
     return work
 
