@@ -94,6 +94,10 @@ class Interlingua(nn.Module):
     ``receivers`` maps model name → :class:`Receiver` (or a ``(d_model, embed_rms)`` tuple).
     Receiver LoRA tensors live inside the receiver models; :meth:`attach_lora` registers them so
     they join :meth:`trainable_parameters` and the checkpoint.
+
+    ``private_of`` (an extended wire, :mod:`latentwire.extend`): receivers that joined after the
+    wire was trained, each mapped to the wire receiver whose private slots it reads. Only the other
+    receivers (:attr:`wire_names`) size Z and own private slots, so adding one leaves Z unchanged.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class Interlingua(nn.Module):
         args: LatentArgs,
         receivers: dict[str, Receiver | tuple[int, float]],
         models: SourceModels | None = None,  # loaded models by name, for an encoder's source_model
+        private_of: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         args.validate()
@@ -109,7 +114,12 @@ class Interlingua(nn.Module):
         self.names = sorted(receivers)
         if len({_key(n) for n in self.names}) != len(self.names):
             raise ValueError(f"receiver names {self.names} map to the same adapter key (dots become '_')")
-        self.encoder = build_encoder(args.encoder, args.total_slots(len(self.names)), models)
+        self.private_of = dict(private_of or {})
+        self.wire_names = [n for n in self.names if n not in self.private_of]
+        bad = {k: v for k, v in self.private_of.items() if k not in self.names or v not in self.wire_names}
+        if bad or not self.wire_names:
+            raise ValueError(f"private_of {bad}: newcomers must read the private slots of a wire receiver")
+        self.encoder = build_encoder(args.encoder, args.total_slots(len(self.wire_names)), models)
         d_z = args.encoder.d_z
         self.adapters = nn.ModuleDict(
             {_key(n): build_adapter(args.adapter, d_z, r.d_model, r.embed_rms) for n, r in receivers.items()}
@@ -139,15 +149,46 @@ class Interlingua(nn.Module):
         self.embed_rms = {n: r.embed_rms for n, r in receivers.items()}
         self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
         self._memo: dict[str, torch.Tensor] | None = None  # text -> Z row (M, d_z); see memoize_latents
+        self._frozen: list[nn.Module] = []  # modules kept frozen in eval mode (see freeze_except)
+        self._frozen_lora: set[str] = set()  # receivers whose LoRA is frozen
+
+    def freeze_except(self, names: list[str]) -> None:
+        """Freeze the encoder and every reading head (and attached LoRA) not of receivers ``names``:
+        :meth:`trainable_parameters` leaves them out (``requires_grad`` is kept, so the checkpoint
+        keeps its keys), and they stay in eval mode even under ``train()``, so the encoder writes
+        exactly the Z it writes at evaluation (no dropout, no training-only reading of answers).
+        """
+        keep = {_key(n) for n in names}
+        parts = (self.adapters, self.deep, self.coproc, self.gist)
+        self._frozen = [self.encoder] + [part[k] for part in parts for k in part if k not in keep]
+        self._frozen_lora = {n for n in self._lora if _key(n) not in keep}
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Interlingua:
+        super().train(mode)
+        for m in self._frozen:  # frozen parts read as at evaluation
+            m.train(False)
+        return self
+
+    def wire_slots(self) -> int:
+        """Slots Z carries over the wire (M): shared + private of each wire receiver."""
+        return self.args.total_slots(len(self.wire_names))
 
     def attach_lora(self, name: str, model: nn.Module) -> None:
         """Register receiver ``name``'s model, whose ``lora_`` tensors this interlingua trains and saves."""
         self._lora[name] = model
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Everything the optimizer updates: encoder, reading heads and receiver LoRA tensors."""
-        own = [p for p in self.parameters() if p.requires_grad]
-        lora = [p for n in sorted(self._lora) for k, p in self._lora[n].named_parameters() if "lora_" in k]
+        """Everything the optimizer updates: encoder, reading heads and receiver LoRA tensors, less
+        what :meth:`freeze_except` froze."""
+        frozen = {id(p) for m in self._frozen for p in m.parameters()}  # see freeze_except
+        own = [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+        lora = [
+            p
+            for n in sorted(set(self._lora) - self._frozen_lora)
+            for k, p in self._lora[n].named_parameters()
+            if "lora_" in k
+        ]
         return own + lora
 
     def read(self, z: torch.Tensor, name: str) -> Reading:
@@ -187,9 +228,10 @@ class Interlingua(nn.Module):
         head on them (``reads_answers``, e.g. ``select``'s scorer); evaluation never passes them, and
         such encoders ignore them outside training mode.
         """
-        if answers is not None and getattr(self.encoder, "reads_answers", False):
+        wire_frozen = self.encoder in self._frozen  # then Z is the evaluation Z, also in training
+        if answers is not None and getattr(self.encoder, "reads_answers", False) and not wire_frozen:
             return self.encoder(list(texts), answers=[list(a) for a in answers])
-        if self._memo is None or self.training:
+        if self._memo is None or (self.training and not wire_frozen):
             return self.encoder(list(texts))
         missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
         if missing:  # only texts not seen before are encoded, in one batch
@@ -218,7 +260,7 @@ class Interlingua(nn.Module):
     def slots_for(self, z: torch.Tensor, name: str) -> torch.Tensor:
         """The slots receiver ``name`` reads: (B, n_shared + n_private, d_z)."""
         a = self.args
-        i = self.names.index(name)
+        i = self.wire_names.index(self.private_of.get(name, name))
         shared = z[:, : a.n_shared]
         start = a.n_shared + i * a.n_private
         return torch.cat([shared, z[:, start : start + a.n_private]], dim=1)

@@ -6,7 +6,9 @@ Rows (one per system or comparison, and metric of :data:`latentwire.results.METR
 - ``difference``: ``system − reference`` on the same examples (paired bootstrap), for each latent
   system against ``text``, against ``budget-M`` and ``select-text-M`` at its own M (M = its content
   positions), against its ``:shuffled`` control and against the tuned text ceiling ``text-tuned-s0``;
-  and joint rescoring against the best single receiver;
+  and joint rescoring against the best single receiver (for a wire extended to a new receiver, an
+  old receiver's single is the source experiment's latent, whose predictions the extension
+  reproduces exactly);
 - ``seed mean``: latent experiments that differ only in ``train.seed``, averaged over seeds
   (:func:`latentwire.stats.seed_mean_ci`).
 
@@ -103,6 +105,9 @@ def joint_delta(rs: ResultSet, dataset: str, exp: str, args: StatsArgs) -> dict[
     best = max(models, key=lambda m: j[f"f1_{m}"]) if models else ""
     point = 100.0 * (j["f1_joint"] - j["f1_best_single"])
     single = rs.get(dataset, best, f"latent:{exp}")
+    source = j.get("provenance", {}).get("config", {}).get("source_exp")
+    if single is None and source:  # an extended wire: its old receivers' rows are the experiment's
+        single = rs.get(dataset, best, f"latent:{source}")  # (identical, checked by wire_check.json)
     if j.get("examples") and single is not None and single.rows is not None:
         joint = values_by_id([e["id"] for e in j["examples"]], [100.0 * e["f1_joint"] for e in j["examples"]])
         try:

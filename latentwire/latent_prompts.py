@@ -122,8 +122,7 @@ def latent_prompt_maker(
     ``zero`` sends Z = 0. Facts record positions and payload bytes (fp16 Z on the wire). Returns
     (prompts, facts, deep prefix or None) per batch.
     """
-    n_models = len(interlingua.names)
-    total = interlingua.args.total_slots(n_models)
+    total = interlingua.wire_slots()  # slots over the wire (an extended wire's newcomers add none)
     d_z = interlingua.args.encoder.d_z
     if control == "shuffled" and not donors:
         raise ValueError("the shuffled control needs donors (see donor_map)")

@@ -50,6 +50,7 @@ from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
 from latentwire.lora import apply_lora
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
+from latentwire.models.embed_scale import input_embed_scale
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
@@ -129,15 +130,20 @@ class LatentRunArgs:
 
 
 def build_interlingua(
-    args: LatentArgs, lms: list[LoadedModel], device: torch.device, sources: list[LoadedModel] | None = None
+    args: LatentArgs,
+    lms: list[LoadedModel],
+    device: torch.device,
+    sources: list[LoadedModel] | None = None,
+    private_of: dict[str, str] | None = None,
 ) -> Interlingua:
     """The trainable modules, sized for the receivers (width, input-embedding RMS, cache shape and
     K/V RMS for the deep prefix); with ``args.lora.rank`` > 0, LoRA is injected into each receiver
     (once) and attached, so it trains and is saved with the interlingua. ``sources``: loaded models
-    that are not receivers but that the encoder reads (its ``source_model``)."""
+    that are not receivers but that the encoder reads (its ``source_model``). ``private_of``: see
+    :class:`Interlingua` (receivers added to a trained wire)."""
     receivers = {lm.spec.name: receiver_of(lm, args) for lm in lms}
     models = {lm.spec.name: lm for lm in [*lms, *(sources or [])]}
-    il = Interlingua(args, receivers, models).to(device)
+    il = Interlingua(args, receivers, models, private_of).to(device)
     if args.shallow and args.adapter.init == "source_vocab":
         _align_adapters_to_source(il, args, lms, models)
     if args.lora.rank:
@@ -191,7 +197,7 @@ def receiver_of(lm: LoadedModel, args: LatentArgs) -> Receiver:
         )
         k_rms, v_rms = kv_rms(lm.model, torch.tensor([p.ids], device=lm.device))
         kv = kv_shape(lm.model, k_rms, v_rms)
-    return Receiver(emb.shape[1], embedding_rms(emb, lm.spec.input_embed_scale), kv)
+    return Receiver(emb.shape[1], embedding_rms(emb, input_embed_scale(lm)), kv)
 
 
 def _schedule(args: TrainArgs):
@@ -389,6 +395,8 @@ def train(
     teacher_paths: list[str | None] | None = None,
     sources: list[LoadedModel] | None = None,
     state_dir: str | Path | None = None,
+    il: Interlingua | None = None,
+    identity_extra: dict | None = None,
 ) -> dict:
     """Train, validate, checkpoint; write the outputs; return the summary.
 
@@ -399,6 +407,12 @@ def train(
     with other settings, models or data starts afresh.
 
     ``sources``: an encoder's frozen source model when it is not one of the receivers.
+
+    ``il``: a prebuilt interlingua to train instead of a fresh one (:mod:`latentwire.extend`: a
+    trained wire with one new receiver, ``lms``, whose head alone trains and validates);
+    ``identity_extra``: what else the run depends on (e.g. that wire's checkpoint hash), hashed into
+    the state key with the rest.
+
     ``teacher_paths``: one teacher-logit cache per receiver (order of ``lms``) for KD; None (or a
     None entry) runs that receiver's text teacher on the fly. Ignored when ``loss.w_kd`` is 0.
     """
@@ -408,12 +422,12 @@ def train(
     unknown = sorted(set(t.stage_b_models) - set(names))
     if unknown:
         raise ConfigError(f"train.stage_b_models: {unknown} are not receivers of this run ({names})")
-    identity = run_identity(run, lms, sources, train_df, val_df, teacher_paths)
+    identity = {**run_identity(run, lms, sources, train_df, val_df, teacher_paths), **(identity_extra or {})}
     key = state_key(identity)
     state_path = Path(state_dir or out_dir / ".state") / key / FILENAME
     write_json(state_path.parent / "identity.json", identity)  # what the key hashes, for a reader
     torch.manual_seed(t.seed)
-    il = build_interlingua(run.latent, lms, device, sources)
+    il = il if il is not None else build_interlingua(run.latent, lms, device, sources)
     params = il.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentwire.baselines import BaselineArgs
+from latentwire.baselines import BaselineArgs, parse_baseline
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs
+from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
@@ -43,6 +44,8 @@ class WorkflowPlan:
     stats: StatsArgs = field(default_factory=StatsArgs)
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
     comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
+    extensions: dict[str, Extension] = field(default_factory=dict)  # latent.extensions
+    configured_baselines: list[str] = field(default_factory=list)  # text, budgets, closed (no rivals)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -70,6 +73,7 @@ class WorkflowPlan:
             f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
         ]
         names += ["closed"] if b.get("closed_book", True) else []
+        configured = list(names)
         lat = config.get("latent") or {}
         experiments = {}
         named = dict(lat.get("experiments") or {})
@@ -105,6 +109,7 @@ class WorkflowPlan:
         teacher = from_dict(TeacherArgs, config.get("teacher") or {}, where="teacher")
         for exp, run in experiments.items():
             _check_kd(exp, run, teacher, prompt)
+        extensions = parse_extensions(lat.get("extensions") or {}, experiments, config["models"], registry)
         return cls(
             config,
             list(config["models"]),
@@ -116,6 +121,8 @@ class WorkflowPlan:
             stats=stats,
             teacher=teacher,
             comparators=comparators,
+            extensions=extensions,
+            configured_baselines=configured,
         )
 
     @property
@@ -153,8 +160,22 @@ class WorkflowPlan:
         return []
 
     # --- outputs ---------------------------------------------------------------------------
+    def receiver_baselines(self, model: str) -> list[str]:
+        """The baselines of one receiver: every one for ``models``; for a receiver added to a trained
+        wire (``latent.extensions``), the configured ones and the rivals at the M it reads there (the
+        M of the experiments it extends), so its latent rows meet text, budget-M and the comparators."""
+        if model in self.models:
+            return list(self.baselines)
+        ms = {
+            self.experiments[x.exp].latent.read_slots()
+            for x in self.extensions.values()
+            if x.args.receiver == model
+        }
+        return [b for b in self.baselines if b in self.configured_baselines or parse_baseline(b)[1] in ms]
+
     def baseline_cells(self) -> list[tuple[str, str, str]]:
-        return [(d, m, b) for d in self.datasets for m in self.models for b in self.baselines]
+        models = self.models + self.extension_receivers()  # an added receiver gets its baselines too
+        return [(d, m, b) for d in self.datasets for m in models for b in self.receiver_baselines(m)]
 
     def baseline_metrics(self) -> list[str]:
         return [f"results/baselines/{d}/{m}/{b}/metrics.json" for d, m, b in self.baseline_cells()]
@@ -190,10 +211,15 @@ class WorkflowPlan:
         }
 
     def tuned_cells(self) -> list[tuple[str, str, str, int]]:
-        """(dataset, model, tuned kind, seed) of every tuned text ceiling."""
+        """(dataset, model, tuned kind, seed) of every tuned text ceiling: each receiver's, an added
+        receiver's too (``select-text-M`` only where that rival is one of its baselines)."""
         kinds = tuned_kinds(self.comparators, self.experiments)
         seeds = self.comparators.tuned.seeds
-        return [(d, m, k, s) for d in self.datasets for m in self.models for k in kinds for s in seeds]
+        own = {
+            m: [k for k in kinds if k == "text" or k in self.receiver_baselines(m)]
+            for m in self.models + self.extension_receivers()
+        }
+        return [(d, m, k, s) for d in self.datasets for m, ks in own.items() for k in ks for s in seeds]
 
     def tuned_json(self, kind: str, seed: int | str) -> str:
         args = tuned_args(self.comparators, self.experiments, kind, int(seed), self.prompt, self.eval)
@@ -242,6 +268,8 @@ class WorkflowPlan:
         for d in self.datasets:
             for e in self.experiments:
                 files += self.latent_eval_outputs(d, e)
+            for x in self.extensions:
+                files += self.extension_eval_outputs(d, x)
         return files + self.tuned_metrics()
 
     def table_datasets(self) -> list[str]:
@@ -249,21 +277,63 @@ class WorkflowPlan:
         for d in self.datasets:
             for e in self.experiments:
                 names += [d] * len(self.latent_eval_outputs(d, e))
+            for x in self.extensions:
+                names += [d] * len(self.extension_eval_outputs(d, x))
         return names + [d for d, _, _, _ in self.tuned_cells()]
 
     def joint_files(self) -> list[str]:
-        return [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+        out = [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
+        return out + [
+            f"{self.extension_dir(d, x)}/eval/joint.json" for d in self.datasets for x in self.extensions
+        ]
 
     def joint_datasets(self) -> list[str]:
-        return [d for d in self.datasets for _ in self.experiments]
+        return [d for d in self.datasets for _ in [*self.experiments, *self.extensions]]
 
     def train_logs(self) -> list[str]:
-        return [
+        out = [
             f"results/latent/{d}/{e}/train/train_log.jsonl" for d in self.datasets for e in self.experiments
+        ]
+        return out + [
+            f"{self.extension_dir(d, x)}/train/train_log.jsonl"
+            for d in self.datasets
+            for x in self.extensions
         ]
 
     def train_labels(self) -> list[str]:
-        return [f"{d}/{e}" for d in self.datasets for e in self.experiments]
+        labels = [f"{d}/{e}" for d in self.datasets for e in self.experiments]
+        return labels + [f"{d}/{x.label}" for d in self.datasets for x in self.extensions.values()]
+
+    # --- receivers added to a trained wire (latentwire/extend.py, workflow/rules/extend.smk) -----
+    def extension_receivers(self) -> list[str]:
+        return sorted({x.args.receiver for x in self.extensions.values()} - set(self.models))
+
+    def extension_dir(self, dataset: str, ext: str) -> str:
+        """``results/extend/{dataset}/{exp}+{receiver}``: the extended wire's folder, by its label."""
+        return f"results/extend/{dataset}/{self.extensions[ext].label}"
+
+    def extension_named(self, exp: str, model: str) -> str:
+        """The ``latent.extensions`` name of the extension adding ``model`` to ``exp`` (unique)."""
+        return next(n for n, x in self.extensions.items() if (x.exp, x.args.receiver) == (exp, model))
+
+    def extend_json(self, ext: str) -> str:
+        return json.dumps(to_dict(self.extensions[ext].args), sort_keys=True)
+
+    def extension_inputs(self, dataset: str, exp: str) -> dict[str, Any]:
+        """The experiment's checkpoint and the manifest of its encoder's source model."""
+        return {
+            "checkpoint": f"results/latent/{dataset}/{exp}/train/best.safetensors",
+            "encoder_manifest": self.encoder_manifest(exp),
+        }
+
+    def extension_reference(self, dataset: str, exp: str) -> list[str]:
+        """The experiment's own evaluation of its receivers (their predictions sit beside these)."""
+        return [f"results/latent/{dataset}/{exp}/eval/{m}/latent/metrics.json" for m in self.models]
+
+    def extension_eval_outputs(self, dataset: str, ext: str) -> list[str]:
+        """The newcomer's latent, controls and int8 wire: the rows the tables add."""
+        m, folder = self.extensions[ext].args.receiver, self.extension_dir(dataset, ext)
+        return [f"{folder}/eval/{m}/{s}/metrics.json" for s in self.latent_variants]
 
     # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
     stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")

@@ -39,7 +39,7 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
     reg, models = cfg["registry"], plan.models
     manifests = plan.manifests()
     out: list[tuple[str, list[str], list[str], str]] = []
-    for m in sorted(set(models) | set(plan.encoder_sources())):
+    for m in sorted(set(models) | set(plan.encoder_sources()) | set(plan.extension_receivers())):
         argv = [
             "model",
             "--registry",
@@ -57,8 +57,8 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
         out.append(("data", argv, outs, f"logs/data/{d}.log"))
     split = plan.eval_split
     for d in plan.datasets:
-        for m in models:
-            for b in plan.baselines:
+        for m in models + plan.extension_receivers():
+            for b in plan.receiver_baselines(m):
                 base = f"results/baselines/{d}/{m}/{b}"
                 argv = ["baseline", "--registry", reg, "--model", m, "--manifest", f"resources/models/{m}/manifest.json",
                         "--data", f"results/data/{d}/{split}.parquet", "--config-json", plan.baseline_json(b),
@@ -81,6 +81,18 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
             ev = ["eval-latent", *common, "--checkpoint", f"{root}/train/best.safetensors",
                   "--data", f"results/data/{d}/{split}.parquet", "--out-dir", f"{root}/eval"]  # fmt: skip
             out.append(("latent", ev, [f"{root}/eval/joint.json"], f"logs/latent/{d}/{e}/eval.log"))
+            # receivers added to this wire: logged beside it, so they run in its chain, after its eval
+            for x in [x for x in plan.extensions if plan.extensions[x].exp == e]:
+                r, xdir = plan.extensions[x].args.receiver, plan.extension_dir(d, x)
+                add = [*common, "--receiver-manifest", f"resources/models/{r}/manifest.json",
+                       "--extend-json", plan.extend_json(x), "--checkpoint", f"{root}/train/best.safetensors"]  # fmt: skip
+                xtrain = ["add-receiver", *add, "--train", f"results/data/{d}/train.parquet",
+                          "--validation", f"results/data/{d}/validation.parquet", "--out-dir", f"{xdir}/train"]  # fmt: skip
+                xev = ["eval-added-receiver", *add, "--extension-dir", f"{xdir}/train", "--data",
+                       f"results/data/{d}/{split}.parquet", "--reference-eval", f"{root}/eval", "--out-dir", f"{xdir}/eval"]  # fmt: skip
+                log = f"logs/latent/{d}/{e}/extend-{r}"
+                out.append(("latent", xtrain, [f"{xdir}/train/best.safetensors"], f"{log}.train.log"))
+                out.append(("latent", xev, [f"{xdir}/eval/joint.json"], f"{log}.eval.log"))
     stats = ["stats", "--metrics", *plan.table_metrics(), "--datasets", *plan.table_datasets(),
              "--joint", *plan.joint_files(), "--joint-datasets", *plan.joint_datasets(),
              "--config-json", plan.stats_json(), "--intervals-csv", "results/tables/intervals.csv",

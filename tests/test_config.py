@@ -206,7 +206,10 @@ def test_test_scenario_plan(monkeypatch):
     # the rivals at the latents' M (meanpool 6, select 8) follow
     assert plan.baselines[4:] == ["budget-6", "tail-6", "lexical-6", "selfinfo-6", "oracle-6", "tail-8",
                                   "lexical-8", "selfinfo-8", "select-text-8", "oracle-8"]  # fmt: skip
-    assert len(plan.baseline_metrics()) == 28
+    assert (
+        len(plan.baseline_metrics()) == 28 + 9
+    )  # tiny-gemma (added to select): text, budgets, closed, rivals at 8
+    assert plan.extension_receivers() == ["tiny-gemma"] and plan.extensions["gemma"].exp == "select"
     assert plan.eval.device == "cpu" and plan.eval_split == "test"
 
 

@@ -1,5 +1,7 @@
 """The intervals table: per-system CIs, the paired deltas it states, seed means, Markdown."""
 
+import json
+
 import pytest
 from result_files import write_joint, write_system
 
@@ -43,3 +45,19 @@ def test_joint_without_per_example_picks_is_a_point_estimate(tmp_path):
     assert row["estimate"] == pytest.approx(2.0) and row["ci_low"] != row["ci_low"]  # NaN
     assert "aggregates only" in row["method"]
     assert "2.0 (point)" in to_markdown(df, ARGS)
+
+
+def test_joint_of_an_extended_wire_pairs_with_the_experiments_own_rows(tmp_path):
+    """An extended wire's joint.json (exp ``e+m3``) whose best single receiver is an old one: that
+    receiver's rows are the source experiment's (``latent:e``, identical by wire_check), so the
+    difference gets a paired CI."""
+    files = [write_system(tmp_path, "m1", "latent:e", 0.3), write_system(tmp_path, "m3", "latent:e+m3", 0.1)]
+    joint = write_joint(tmp_path, "e+m3", {"m1": 0.3, "m2": 0.2, "m3": 0.1}, 0.35,
+                        examples=[{"id": f"q{i:03d}", "f1_joint": 0.35} for i in range(40)])  # fmt: skip
+    j = json.loads(joint.read_text())
+    j["provenance"]["config"]["source_exp"] = "e"
+    joint.write_text(json.dumps(j))
+    df = build_intervals(ResultSet.load(files, ["squad"] * 2, [joint], ["squad"]), ARGS)
+    row = df[(df["system"] == "joint:e+m3") & (df["metric"] == "f1")].iloc[0]
+    assert row["reference"] == "best single (m1)" and row["estimate"] == pytest.approx(5.0)
+    assert row["ci_low"] == pytest.approx(5.0) and "paired" in row["method"]

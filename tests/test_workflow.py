@@ -16,12 +16,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
-BASE_CELLS = 8  # .test: 2 tiny models x (text, budget-8, budget-16, closed) on one dataset
+BASE_CELLS = (
+    12  # .test: 3 tiny models (tiny-gemma added to select's wire) x (text, budget-8, budget-16, closed)
+)
 # ... plus the rivals at the latents' M (meanpool reads 6 slots, select 8): budget-6 and tail / lexical /
-# selfinfo / oracle at 6 and 8, select-text-8 (select's kept tokens)
-BASELINE_CELLS = BASE_CELLS + 2 * 10
-LATENT_CELLS = 16  # .test: 2 tiny models x 2 experiments x (latent, shuffled, zero, int8)
-TUNED_CELLS = 4  # .test: 2 tiny models x (text-tuned, select-text-8-tuned), seed 0
+# selfinfo / oracle at 6 and 8, select-text-8 (select's kept tokens); tiny-gemma only those at 8
+BASELINE_CELLS = BASE_CELLS + 2 * 10 + 5
+# .test: 2 tiny models x 2 experiments x (latent, shuffled, zero, int8), and tiny-gemma's 4 on select
+LATENT_CELLS = 16 + 4
+TUNED_CELLS = 6  # .test: 3 tiny models x (text-tuned, select-text-8-tuned), seed 0
+ADDED = "latent:select+tiny-gemma"  # the newcomer's latent system (latent.extensions.gemma)
 FIGURES = ("f1_vs_m", "latency", "payload", "training")
 
 
@@ -88,7 +92,7 @@ def test_config_typo_fails_at_parse_time(tmp_path):
 def test_run(tmp_path_factory) -> Path:
     """The .test scenario, run once end to end in a temporary folder."""
     work = copy_scenario(tmp_path_factory.mktemp("dot-test"))
-    res = snakemake("--directory", str(work), "--cores", "2", timeout=1200)
+    res = snakemake("--directory", str(work), "--cores", "2", timeout=1800)
     assert res.returncode == 0, res.stdout[-5000:]
     return work
 
@@ -109,7 +113,12 @@ def test_full_run_writes_the_table_and_provenance(test_run):
             assert tuned["share_tuned"] == pytest.approx(1.0)
         else:
             assert g["share_tuned"].isna().all()
-    assert set(df["model"]) == {"tiny-llama", "tiny-qwen2"} and set(df["dataset"]) == {"squad"}
+    assert set(df["model"]) == {"tiny-llama", "tiny-qwen2", "tiny-gemma"} and set(df["dataset"]) == {"squad"}
+    # the newcomer's rows: its latent and controls beside its own text, budget-8 and comparators
+    gemma = set(df.loc[df["model"] == "tiny-gemma", "system"])
+    assert {ADDED, f"{ADDED}:shuffled", f"{ADDED}:zero", f"{ADDED}:int8"} <= gemma
+    assert {"text", "budget-8", "select-text-8", "selfinfo-8", "text-tuned-s0"} <= gemma
+    assert not any(s.endswith("-6") for s in gemma)  # no rivals at meanpool's M: it did not join meanpool
     assert table.with_suffix(".md").is_file()
     for path in metrics:
         m = json.loads(path.read_text())
@@ -138,7 +147,7 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
     res = snakemake("-n", "--directory", str(test_run), "--configfile", str(override))
     assert res.returncode == 0, res.stdout
     stats = job_stats(res.stdout)
-    assert stats.pop("baseline") == 2  # budget-12, once per model
+    assert stats.pop("baseline") == 3  # budget-12, once per model (the added tiny-gemma too)
     assert stats.pop("all") == 1
     # plus the aggregates (results table, intervals/hypotheses, figures), once each, and nothing else
     assert stats == {"results_table": 1, "stats_tables": 1, "table_figures": 1}
@@ -150,7 +159,7 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
     }
     assert {p for p in outputs if p.startswith("results/baselines/")} == {
         f"results/baselines/squad/{model}/budget-12/{name}"
-        for model in ("tiny-llama", "tiny-qwen2")
+        for model in ("tiny-llama", "tiny-qwen2", "tiny-gemma")
         for name in ("predictions.jsonl", "metrics.json")
     }
 
@@ -165,8 +174,15 @@ def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp
     refs = set(iv.loc[iv["kind"] == "difference", "reference"])
     assert {"text", "latent:meanpool:shuffled", "select-text-8", "text-tuned-s0"} <= refs
     assert iv["method"].dropna().str.contains("clustered by article").any()
+    added = iv[(iv["kind"] == "difference") & (iv["system"] == ADDED)]
+    assert set(added["model"]) == {"tiny-gemma"}
+    assert {"text", "budget-8", "select-text-8", "text-tuned-s0", f"{ADDED}:shuffled"} <= set(
+        added["reference"]
+    )
+    assert "joint:select+tiny-gemma" in set(iv["system"])  # rescoring over all three receivers
     hy = pd.read_csv(tables / "hypotheses.csv")
-    assert len(hy) == 2 * 2 * 6 + 2  # H1-H3, H5a, H5b, H6 per model and experiment, H4 per experiment
+    # H1-H3, H5a, H5b, H6 per model and experiment (tiny-gemma's on select's wire too), H4 per wire
+    assert len(hy) == (2 * 2 + 1) * 6 + 3
     assert set(hy.loc[hy["hypothesis"] == "H6", "status"]) <= {"met", "not met"}  # rivals exist at 6 and 8
     assert set(hy["status"]) <= {"met", "not met", "not evaluable"}
     assert (tables / "intervals.md").is_file() and (tables / "hypotheses.md").is_file()
@@ -177,6 +193,30 @@ def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp
     res = snakemake("--directory", str(test_run), "--report", str(report))
     assert res.returncode == 0, res.stdout[-3000:]
     assert report.stat().st_size > 10_000
+
+
+def test_full_run_adds_tiny_gemma_to_selects_wire(test_run):
+    """latent.extensions.gemma: only tiny-gemma's head trained, on select's frozen and hash-checked
+    checkpoint; the old receivers' predictions equal select's own evaluation (wire_check.json)."""
+    from latentwire.extend import file_sha256
+
+    folder = test_run / "results" / "extend" / "squad" / "select+tiny-gemma"
+    check = json.loads((folder / "eval" / "wire_check.json").read_text())
+    assert sorted(check["old_receivers"]) == ["tiny-llama", "tiny-qwen2"]
+    assert all(v["identical_to_reference"] for v in check["old_receivers"].values())
+    rec = json.loads((folder / "train" / "extension.json").read_text())
+    source = test_run / "results" / "latent" / "squad" / "select" / "train" / "best.safetensors"
+    assert rec["source_sha256"] == file_sha256(source) and rec["frozen_verified"]
+    assert rec["trainable_keys"] and all(k.startswith("adapters.tiny-gemma.") for k in rec["trainable_keys"])
+    m = json.loads((folder / "eval" / "tiny-gemma" / "int8" / "metrics.json").read_text())
+    assert m["system"] == f"{ADDED}:int8" and m["provenance"]["config"]["source_exp"] == "select"
+    old = json.loads(
+        (test_run / "results/latent/squad/select/eval/tiny-qwen2/latent/metrics.json").read_text()
+    )
+    assert (
+        json.loads((folder / "eval/tiny-gemma/latent/metrics.json").read_text())["payload_bytes"]
+        == (old["payload_bytes"])
+    )  # the same wire: no new slot
 
 
 def test_sweep_expands_into_named_experiments():
@@ -258,6 +298,7 @@ def test_encoder_source_model_that_is_not_a_receiver_joins_the_jobs(tmp_path):
     cfg_path = work / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.pop("comparators", None)  # its tuned ceilings name .test's select experiment
+    cfg["latent"].pop("extensions", None)  # and so does its added receiver
     cfg["models"] = ["tiny-llama"]
     cfg["latent"]["experiments"] = {
         "meanpool": {},
@@ -303,6 +344,7 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     cfg_path = work / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.pop("comparators", None)  # its tuned ceilings name .test's select experiment
+    cfg["latent"].pop("extensions", None)  # and so does its added receiver
     cfg["teacher"] = {"top_k": 8, "k_tokens": 3}
     cfg["latent"]["experiments"] = {"meanpool": {}, "kd": {"loss": {"w_kd": 0.5, "k_tokens": 3}}}
     plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}

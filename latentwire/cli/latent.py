@@ -2,7 +2,7 @@
 
 eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
 of the latent and its controls (shuffled Z, zero Z) and of the int8 wire format, plus the joint
-rescoring summary. System names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8``.
+rescoring summary (:mod:`latentwire.latent_eval`). System names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8``.
 """
 
 from __future__ import annotations
@@ -18,23 +18,14 @@ from safetensors.torch import load_file
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import evaluate, model_view, select_examples
-from latentwire.io import write_json, write_jsonl
-from latentwire.joint import rescore_jointly
-from latentwire.latent_prompts import donor_map, latent_prompt_maker
+from latentwire.evaluate import select_examples
+from latentwire.io import write_json
+from latentwire.latent_eval import evaluate_latent
 from latentwire.models import get_spec, load_model, load_registry
-from latentwire.payload import payload_bytes, roundtrip
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
 
 log = logging.getLogger(__name__)
-# variant folder -> (system-name suffix, control, wire format for a round trip)
-VARIANTS = {
-    "latent": ("", "none", None),
-    "shuffled": (":shuffled", "shuffled", None),
-    "zero": (":zero", "zero", None),
-    "int8": (":int8", "none", "int8"),
-}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -127,49 +118,6 @@ def run_eval(args: argparse.Namespace) -> int:
     run, lms, resolved = _setup(args)
     il = build_interlingua(run.latent, lms, lms[0].device, _encoder_sources(args, run, resolved))
     il.load_trainable_state_dict(load_file(args.checkpoint))
-    il.eval()
-    il.memoize_latents()  # each test text is encoded once for every variant, receiver and rescoring
     examples = select_examples(read_split(args.data), run.eval)
-    donors = donor_map([model_view(e) for e in examples])
-    prov = provenance(resolved)
-    total = run.latent.total_slots(len(lms))
-    d_z = run.latent.encoder.d_z
-    rows_by_model = {}
-    for lm in lms:
-        for variant, (suffix, control, fmt) in VARIANTS.items():
-            system = f"latent:{args.exp}{suffix}"
-            zt = (lambda z, f=fmt: roundtrip(z, f)) if fmt else None
-            maker = latent_prompt_maker(lm, il, run.prompt, control, zt, donors)
-            rows, summary = evaluate(
-                lm, examples, maker, run.prompt, run.eval, desc=f"{lm.spec.name}/{system}"
-            )
-            if fmt:
-                summary["payload_bytes"] = payload_bytes(total, d_z, fmt)
-            summary.update(
-                {
-                    "system": system,
-                    "kind": "latent",
-                    "control": control,
-                    "reading_head": run.latent.head_name(),
-                    "provenance": prov,
-                    "payload_bytes_by_format": {
-                        f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")
-                    },
-                }
-            )
-            out = Path(args.out_dir) / lm.spec.name / variant
-            write_jsonl(out / "predictions.jsonl", rows)
-            write_json(out / "metrics.json", summary)
-            log.info(
-                "%s %s: F1 %.3f EM %.3f unique %.2f",
-                lm.spec.name,
-                system,
-                summary["f1"],
-                summary["em"],
-                summary["unique_prediction_ratio"],
-            )
-            if not suffix:
-                rows_by_model[lm.spec.name] = rows
-    joint = rescore_jointly(lms, il, run.prompt, examples, rows_by_model, run.eval.batch_size)
-    write_json(Path(args.out_dir) / "joint.json", {**joint, "provenance": prov})
+    evaluate_latent(il, lms, run, examples, args.out_dir, f"latent:{args.exp}", provenance(resolved))
     return 0

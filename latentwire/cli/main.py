@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "tuned",
     "teacher",
     "latent",
+    "add_receiver",
     "hidden_cache",
     "table",
     "report",

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_tiny_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tiny-model", help="build a tiny random model + tokenizer (tests, .test workflow)")
-    p.add_argument("--family", required=True, choices=["llama", "qwen2"])
+    p.add_argument("--family", required=True, choices=["llama", "qwen2", "gemma"])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_tiny)

@@ -14,7 +14,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -266,4 +266,7 @@ def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto")
     # on tokenizers that have one (SmolLM2, Qwen2), which would hide a misspelled eos_token.
     if spec.eos_token is not None and spec.eos_token not in tok.get_vocab():
         raise ModelError(f"model {spec.name!r}: eos_token {spec.eos_token!r} is not in the vocabulary")
+    from latentwire.models.embed_scale import resolve_input_embed_scale  # imports this module
+
+    spec = replace(spec, input_embed_scale=resolve_input_embed_scale(spec, model))
     return LoadedModel(spec=spec, model=model, tokenizer=tok, device=dev, dtype=dtype, manifest=manifest)

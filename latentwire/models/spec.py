@@ -64,8 +64,9 @@ class ModelSpec:
     context_limit: int = 2048
     eos_token: str | None = None  # end-of-answer token; default: the tokenizer's eos_token
     # Factor the embedding LAYER applies to table rows (e.g. Gemma's sqrt(d_model)); inputs_embeds
-    # bypass that layer, so soft tokens are calibrated to RMS(table) x this factor.
-    input_embed_scale: float = 1.0
+    # bypass that layer, so soft tokens are calibrated to RMS(table) x this factor. None: taken from
+    # the model at load time; set or not, it is checked on a probe id (models/embed_scale.py)
+    input_embed_scale: float | None = None
 
     def validate(self) -> None:
         if self.context_limit < 64:

@@ -1,7 +1,9 @@
-"""Tiny random Llama/Qwen2-shaped models with a trained ChatML tokenizer, built offline in seconds.
+"""Tiny random Llama/Qwen2/Gemma-shaped models with a trained BPE tokenizer, built offline in seconds.
 
 Tests and the workflow's ``.test`` run use these in place of real checkpoints: same code paths
-(grouped-query attention, chat template, tied or untied embeddings), no downloads.
+(grouped-query attention, chat template, tied or untied embeddings), no downloads. The Gemma one
+is the odd architecture out: its embedding layer scales every row by sqrt(hidden_size) (so soft
+tokens need ``input_embed_scale``) and its tokenizer has no chat template (the plain prompt path).
 """
 
 from __future__ import annotations
@@ -50,9 +52,13 @@ def build_tiny_tokenizer(extra_text: list[str] | None = None, vocab_size: int = 
     return tok
 
 
+#: families whose tiny tokenizer has no chat template (their prompts use the plain template)
+PLAIN_FAMILIES = ("gemma",)
+
+
 def tiny_config(family: str, vocab_size: int):
     """The 2-layer config (d=64, grouped-query attention) of the tiny ``family`` model."""
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import GemmaConfig, LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -68,6 +74,8 @@ def tiny_config(family: str, vocab_size: int):
     configs = {
         "llama": lambda: LlamaConfig(**common, tie_word_embeddings=True),
         "qwen2": lambda: Qwen2Config(**common, tie_word_embeddings=False),
+        # head_dim set explicitly (Gemma's default is 256); embeddings scaled by sqrt(64) = 8
+        "gemma": lambda: GemmaConfig(**common, head_dim=16, tie_word_embeddings=True),
     }
     if family not in configs:
         raise ValueError(f"tiny model family {family!r}: choose from {sorted(configs)}")
@@ -88,6 +96,8 @@ def save_tiny(family: str, out_dir: str | Path, extra_text: list[str] | None = N
     """Build and ``save_pretrained`` a tiny model + tokenizer into ``out_dir``."""
     out_dir = Path(out_dir)
     tok = build_tiny_tokenizer(extra_text)
+    if family in PLAIN_FAMILIES:
+        tok.chat_template = None
     model = build_tiny_model(family, len(tok), seed)
     model.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
     model.config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")

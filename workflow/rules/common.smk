@@ -11,13 +11,16 @@ PLAN = WorkflowPlan.from_config(config)
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, PLAN.models + PLAN.encoder_sources())),
+    model="|".join(map(re.escape, PLAN.models + PLAN.encoder_sources() + PLAN.extension_receivers())),
     dataset="|".join(map(re.escape, PLAN.datasets)),
     baseline="text|closed|(budget|tail|lexical|selfinfo|oracle|select-text)-[0-9]+",
     tuned="text|select-text-[0-9]+",
     seed="[0-9]+",
     split="|".join(PLAN.splits),
     exp="|".join(map(re.escape, PLAN.experiments)) or "no-experiments",
+
+# receivers added to a trained wire (latent.extensions): the {model} of the extend.smk rules
+EXTENSION_RECEIVERS = "|".join(map(re.escape, {x.args.receiver for x in PLAN.extensions.values()})) or "none"
 
 
 def final_outputs():
@@ -94,3 +97,15 @@ def table_metrics(wildcards):
 
 def table_datasets(wildcards):
     return PLAN.table_datasets()
+
+
+def extension_inputs(wildcards):
+    return PLAN.extension_inputs(wildcards.dataset, wildcards.exp)
+
+
+def extension_reference(wildcards):
+    return PLAN.extension_reference(wildcards.dataset, wildcards.exp)
+
+
+def extend_json(wildcards):
+    return PLAN.extend_json(PLAN.extension_named(wildcards.exp, wildcards.model))

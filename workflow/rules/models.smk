@@ -27,7 +27,7 @@ rule tiny_model:
     log:
         "logs/tiny/{family}.log",
     wildcard_constraints:
-        family="llama|qwen2",
+        family="llama|qwen2|gemma",
     conda:
         "../envs/latentwire.yaml"
     shell:

@@ -1,0 +1,85 @@
+# A new receiver on a trained wire (latent.extensions), in results/extend/{dataset}/{exp}+{model}:
+# train only its reading head on the experiment's frozen, hash-checked checkpoint, then evaluate it
+# with controls and joint rescoring over every receiver; the old receivers' predictions are
+# checked against the experiment's own evaluation (wire_check.json).
+
+
+rule add_receiver:
+    input:
+        unpack(extension_inputs),
+        registry=config["registry"],
+        manifests=PLAN.manifests(),
+        receiver_manifest="resources/models/{model}/manifest.json",
+        train="results/data/{dataset}/train.parquet",
+        validation="results/data/{dataset}/validation.parquet",
+    output:
+        checkpoint="results/extend/{dataset}/{exp}+{model}/train/best.safetensors",
+        summary="results/extend/{dataset}/{exp}+{model}/train/train_summary.json",
+        log_jsonl="results/extend/{dataset}/{exp}+{model}/train/train_log.jsonl",
+        record="results/extend/{dataset}/{exp}+{model}/train/extension.json",
+    params:
+        cfg=latent_json,
+        ext=extend_json,
+        models=PLAN.models,
+    wildcard_constraints:
+        model=EXTENSION_RECEIVERS,
+    log:
+        "logs/extend/{dataset}/{exp}+{model}/train.log",
+    benchmark:
+        "benchmarks/extend/{dataset}/{exp}+{model}/train.tsv"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=480,
+    conda:
+        "../envs/latentwire.yaml"
+    shell:
+        "latentwire add-receiver --registry {input.registry} --models {params.models}"
+        " --manifests {input.manifests} --receiver-manifest {input.receiver_manifest}"
+        " --encoder-manifest {input.encoder_manifest} --config-json {params.cfg:q}"
+        " --extend-json {params.ext:q} --exp {wildcards.exp} --checkpoint {input.checkpoint}"
+        " --threads {threads} --train {input.train} --validation {input.validation}"
+        " --out-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/train > {log} 2>&1"
+
+
+rule eval_added_receiver:
+    input:
+        unpack(extension_inputs),
+        registry=config["registry"],
+        manifests=PLAN.manifests(),
+        receiver_manifest="resources/models/{model}/manifest.json",
+        extension="results/extend/{dataset}/{exp}+{model}/train/best.safetensors",
+        reference=extension_reference,
+        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+    output:
+        metrics=expand(
+            "results/extend/{{dataset}}/{{exp}}+{{model}}/eval/{{model}}/{variant}/metrics.json",
+            variant=PLAN.latent_variants,
+        ),
+        joint="results/extend/{dataset}/{exp}+{model}/eval/joint.json",
+        check="results/extend/{dataset}/{exp}+{model}/eval/wire_check.json",
+    params:
+        cfg=latent_json,
+        ext=extend_json,
+        models=PLAN.models,
+    wildcard_constraints:
+        model=EXTENSION_RECEIVERS,
+    log:
+        "logs/extend/{dataset}/{exp}+{model}/eval.log",
+    benchmark:
+        "benchmarks/extend/{dataset}/{exp}+{model}/eval.tsv"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../envs/latentwire.yaml"
+    shell:
+        "latentwire eval-added-receiver --registry {input.registry} --models {params.models}"
+        " --manifests {input.manifests} --receiver-manifest {input.receiver_manifest}"
+        " --encoder-manifest {input.encoder_manifest} --config-json {params.cfg:q}"
+        " --extend-json {params.ext:q} --exp {wildcards.exp} --checkpoint {input.checkpoint}"
+        " --threads {threads} --data {input.data}"
+        " --extension-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/train"
+        " --reference-eval results/latent/{wildcards.dataset}/{wildcards.exp}/eval"
+        " --out-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/eval > {log} 2>&1"
