@@ -366,10 +366,13 @@ def train(
     device: torch.device,
     teacher_paths: list[str | None] | None = None,
     sources: list[LoadedModel] | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train, validate, checkpoint; returns a summary. Resumes from ``out_dir/latest`` if present.
 
     ``sources``: an encoder's frozen source model when it is not one of the receivers.
+    ``init_from``: a pretraining checkpoint (``latentwire pretrain-encoder``) the encoder and
+    projectors start from; a resumed run's own checkpoint then replaces it.
 
     ``teacher_paths``: one teacher-logit cache per receiver (order of ``lms``) for KD; None (or a
     None entry) runs that receiver's text teacher on the fly. Ignored when ``loss.w_kd`` is 0.
@@ -379,6 +382,10 @@ def train(
     t = run.train
     torch.manual_seed(t.seed)
     il = build_interlingua(run.latent, lms, device, sources)
+    if init_from:
+        from latentwire.pretrain import load_pretrained  # pretrain builds on this module
+
+        load_pretrained(il, init_from)
     params = il.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))

@@ -339,3 +339,71 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     cfg["latent"]["experiments"]["kd"] = {}
     with pytest.raises(ConfigError, match="teacher.top_kk: unknown key"):
         WorkflowPlan.from_config({**cfg, "registry": plan_cfg["registry"]})
+
+
+def test_pretraining_runs_once_per_seed_and_starts_the_experiments_that_name_it(tmp_path):
+    """pretrain_encoder jobs per (run, seed) some experiment names; train_latent gets the checkpoint,
+    eval_latent the train split when a learned wire quantizer is evaluated; mismatches fail at parse."""
+    from latentwire.config import ConfigError
+    from latentwire.workflow import WorkflowPlan
+
+    work = copy_scenario(tmp_path)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    enc = {"name": "pooled-lm", "source_model": "tiny-qwen2", "d_z": 16, "drop_last": 0, "train_layers": 1}
+    cfg["pretrain"] = {
+        "defaults": {"pretrain": {"steps": 2, "batch_size": 2}},
+        "runs": {"p8": {"latent": {"n_shared": 4, "n_private": 0, "encoder": {**enc, "pool_factor": 8}}}},
+    }
+    pooled = {
+        "latent": {"n_shared": 6, "n_private": 0, "encoder": {**enc, "pool_factor": 4, "pretrained": "p8"}}
+    }
+    cfg["latent"]["defaults"]["latent"]["wire"] = {"formats": ["int8", "int4", "pq"], "pq_subvectors": 4}
+    cfg.pop("comparators", None)  # its tuned ceilings copy the scenario's select experiment, dropped here
+    cfg["latent"]["experiments"] = {
+        "meanpool": {},
+        "pooled": pooled,
+        "pooled-s1": {**pooled, "train": {"seed": 1}},
+        "pooled-scratch": {"latent": {**pooled["latent"], "encoder": {**enc, "pool_factor": 4}}},
+    }
+    plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}
+    plan = WorkflowPlan.from_config(plan_cfg)
+    assert plan.pretrain_cells() == [("squad", "p8", 0), ("squad", "p8", 1)]
+    assert plan.pretrain_checkpoint("squad", "pooled-s1") == [
+        "results/pretrain/squad/p8/s1/encoder.safetensors"
+    ]
+    assert (
+        plan.pretrain_checkpoint("squad", "pooled-scratch")
+        == plan.pretrain_checkpoint("squad", "meanpool")
+        == []
+    )
+    assert json.loads(plan.pretrain_json("p8", 1))["pretrain"]["seed"] == 1
+    assert json.loads(plan.pretrain_json("p8", 1))["device"] == "cpu"  # eval.device by default
+    assert plan.latent_variants == ("latent", "shuffled", "zero", "int8", "int4", "pq")
+    assert plan.wire_fit_data("squad", "pooled") == ["results/data/squad/train.parquet"]
+
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--directory", str(work))
+    assert res.returncode == 0, res.stdout[-3000:]
+    stats = job_stats(res.stdout)
+    assert (stats["pretrain_encoder"], stats["train_latent"], stats["eval_latent"]) == (2, 4, 4)
+    trains = [line for line in res.stdout.splitlines() if "latentwire train-latent" in line]
+    for cmd in trains:
+        named = "--exp pooled " in cmd or "--exp pooled-s1 " in cmd
+        assert ("--init-checkpoint results/pretrain/squad/p8/s" in cmd) == named, cmd
+    assert any(
+        "--init-checkpoint results/pretrain/squad/p8/s1/" in c and "--exp pooled-s1 " in c for c in trains
+    )
+    evals = [line for line in res.stdout.splitlines() if "latentwire eval-latent" in line]
+    assert evals and all("--fit-data results/data/squad/train.parquet" in c for c in evals)
+
+    bad = {**plan_cfg, "latent": {**cfg["latent"], "experiments": {"x": {"latent": {**pooled["latent"],
+           "encoder": {**enc, "d_z": 32, "pretrained": "p8"}}}}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"pretrain run 'p8' builds another encoder/projector \(d_z\)"):
+        WorkflowPlan.from_config(bad)
+    mixed = {
+        **plan_cfg,
+        "latent": {**cfg["latent"], "experiments": {"a": {}, "b": {"latent": {"wire": {"formats": []}}}}},
+    }
+    with pytest.raises(ConfigError, match="wire.formats: must be the same"):
+        WorkflowPlan.from_config(mixed)

@@ -1,8 +1,9 @@
 """``latentwire train-latent`` and ``latentwire eval-latent``: one latent experiment end to end.
 
 eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
-of the latent and its controls (shuffled Z, zero Z) and of the int8 wire format, plus the joint
-rescoring summary. System names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8``.
+of the latent and its controls (shuffled Z, zero Z) and of each wire format of ``latent.wire.formats``
+(int8 by default; int4, learned pq: see latentwire/wire.py), plus the joint rescoring summary. System
+names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8`` (``...:int4``, ``...:pq``).
 """
 
 from __future__ import annotations
@@ -18,23 +19,30 @@ from safetensors.torch import load_file
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import evaluate, model_view, select_examples
+from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.joint import rescore_jointly
 from latentwire.latent_prompts import donor_map, latent_prompt_maker
 from latentwire.models import load_model, load_registry
-from latentwire.payload import payload_bytes, roundtrip
+from latentwire.payload import payload_bytes
+from latentwire.prompt import content_text
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
+from latentwire.wire import Wire, WireArgs
 
 log = logging.getLogger(__name__)
-# variant folder -> (system-name suffix, control, wire format for a round trip)
+# variant folder -> (system-name suffix, control, wire format for a round trip); the wire formats of
+# latent.wire.formats follow these (see variants)
 VARIANTS = {
     "latent": ("", "none", None),
     "shuffled": (":shuffled", "shuffled", None),
     "zero": (":zero", "zero", None),
-    "int8": (":int8", "none", "int8"),
 }
+
+
+def variants(wire: WireArgs) -> dict[str, tuple[str, str, str | None]]:
+    """Every evaluated variant: the latent, its controls, then one per wire format."""
+    return {**VARIANTS, **{f: (f":{f}", "none", f) for f in wire.formats}}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,9 +71,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="teacher-logit caches for KD, one per receiver in --models order (latentwire "
                 "teacher-logits); none: KD runs the text teacher every step",
             )
+            p.add_argument(
+                "--init-checkpoint",
+                nargs="?",
+                default=None,
+                help="pretraining checkpoint the encoder starts from (latentwire pretrain-encoder); empty: none",
+            )
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
+            p.add_argument(
+                "--fit-data",
+                nargs="?",
+                default=None,
+                help="train split whose texts fit a learned wire quantizer (latent.wire.formats: pq)",
+            )
         p.set_defaults(func=func)
 
 
@@ -99,6 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
         raise SystemExit(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
+    resolved["init_checkpoint"] = args.init_checkpoint
     summary = train(
         lms,
         run,
@@ -108,6 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         lms[0].device,
         teacher_paths=args.teacher_logits,
         sources=_encoder_sources(args, run, resolved),
+        init_from=args.init_checkpoint,
     )
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0
@@ -119,6 +141,7 @@ def run_eval(args: argparse.Namespace) -> int:
     il = build_interlingua(run.latent, lms, lms[0].device, _encoder_sources(args, run, resolved))
     il.load_trainable_state_dict(load_file(args.checkpoint))
     il.eval()
+    wire = _fit_wire(args, run, il)  # before memoizing: the train texts need not be remembered
     il.memoize_latents()  # each test text is encoded once for every variant, receiver and rescoring
     examples = select_examples(read_split(args.data), run.eval)
     donors = donor_map([model_view(e) for e in examples])
@@ -127,15 +150,15 @@ def run_eval(args: argparse.Namespace) -> int:
     d_z = run.latent.encoder.d_z
     rows_by_model = {}
     for lm in lms:
-        for variant, (suffix, control, fmt) in VARIANTS.items():
+        for variant, (suffix, control, fmt) in variants(run.latent.wire).items():
             system = f"latent:{args.exp}{suffix}"
-            zt = (lambda z, f=fmt: roundtrip(z, f)) if fmt else None
+            zt = (lambda z, f=fmt: wire.roundtrip(z, f)) if fmt else None
             maker = latent_prompt_maker(lm, il, run.prompt, control, zt, donors)
             rows, summary = evaluate(
                 lm, examples, maker, run.prompt, run.eval, desc=f"{lm.spec.name}/{system}"
             )
             if fmt:
-                summary["payload_bytes"] = payload_bytes(total, d_z, fmt)
+                summary.update(wire.facts(fmt, total))
             summary.update(
                 {
                     "system": system,
@@ -144,7 +167,8 @@ def run_eval(args: argparse.Namespace) -> int:
                     "reading_head": run.latent.head_name(),
                     "provenance": prov,
                     "payload_bytes_by_format": {
-                        f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")
+                        **{f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")},
+                        **{f: wire.facts(f, total)["payload_bytes"] for f in run.latent.wire.formats},
                     },
                 }
             )
@@ -164,3 +188,14 @@ def run_eval(args: argparse.Namespace) -> int:
     joint = rescore_jointly(lms, il, run.prompt, examples, rows_by_model, run.eval.batch_size)
     write_json(Path(args.out_dir) / "joint.json", {**joint, "provenance": prov})
     return 0
+
+
+def _fit_wire(args, run: LatentRunArgs, il) -> Wire:
+    """The wire formats of this evaluation; a learned quantizer is fitted on TRAIN-split texts."""
+    wire = Wire(run.latent.wire, run.latent.encoder.d_z)
+    if "pq" in run.latent.wire.formats:
+        if not args.fit_data:
+            raise SystemExit("latent.wire.formats has pq: pass the train split as --fit-data")
+        fit = select_examples(read_split(args.fit_data), EvalArgs(n_examples=run.latent.wire.pq_fit_examples))
+        wire.fit(il.encode, [content_text(model_view(e), run.prompt) for e in fit], run.eval.batch_size)
+    return wire

@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "tuned",
     "teacher",
     "latent",
+    "pretrain",
     "hidden_cache",
     "table",
     "report",

@@ -7,6 +7,7 @@ rule train_latent:
         manifests=PLAN.manifests(),
         encoder_manifest=encoder_manifest,
         teacher=teacher_inputs,
+        pretrained=pretrain_checkpoint,
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
     output:
@@ -31,7 +32,7 @@ rule train_latent:
         " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
         " --config-json {params.cfg:q} --exp {wildcards.exp}"
         " --threads {threads} --train {input.train} --validation {input.validation}"
-        " --teacher-logits {input.teacher}"
+        " --teacher-logits {input.teacher} --init-checkpoint {input.pretrained}"
         " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/train > {log} 2>&1"
 
 
@@ -42,6 +43,7 @@ rule eval_latent:
         encoder_manifest=encoder_manifest,
         checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        fit_data=wire_fit_data,
     output:
         metrics=expand(
             "results/latent/{{dataset}}/{{exp}}/eval/{model}/{variant}/metrics.json",
@@ -66,5 +68,5 @@ rule eval_latent:
         "latentwire eval-latent --registry {input.registry} --models {params.models}"
         " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
         " --config-json {params.cfg:q} --exp {wildcards.exp}"
-        " --threads {threads} --checkpoint {input.checkpoint} --data {input.data}"
+        " --threads {threads} --checkpoint {input.checkpoint} --data {input.data} --fit-data {input.fit_data}"
         " --out-dir results/latent/{wildcards.dataset}/{wildcards.exp}/eval > {log} 2>&1"
