@@ -137,3 +137,50 @@ def test_checkpoint_round_trip_bit_identical(tiny_lm, tmp_path):
         assert torch.equal(other(TEXTS), z)
     with pytest.raises(KeyError):
         load_trainable_state_dict(_enc(tiny_lm, n_slots=8), load_file(str(tmp_path / "enc.safetensors")))
+
+
+def test_pooled_queries_sit_at_their_groups_mean_position_in_bf16(tiny_lm, monkeypatch):
+    """On CUDA the pooled block runs on bf16 hidden states: the queries' RoPE positions must still be
+    the exact group means (groups of 3 near token 300; bf16 weights of 1/3 put them ~0.6 off)."""
+    import copy
+
+    enc = _enc(tiny_lm, n_slots=100, pool_factor=3)
+    layer = copy.deepcopy(enc.top[-1]).to(torch.bfloat16)
+    T, d = 300, enc.source.embed.weight.shape[1]
+    h = torch.randn(1, T, d, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    mask = torch.ones(1, T, dtype=torch.bool)
+    rotary, seen = enc.source.rotary, []
+
+    def spy(x, position_ids):
+        seen.append(position_ids)
+        return type(rotary).forward(rotary, x, position_ids)
+
+    monkeypatch.setattr(rotary, "forward", spy)
+    cos, sin = rotary(h, torch.arange(T)[None])
+    with torch.no_grad():
+        out, valid = enc._pooled_block(layer, h, mask, cos, sin)
+    assert out.shape == (1, 100, d) and bool(valid.all())
+    q_pos = seen[-1]  # (1, M): the queries' positions
+    assert q_pos.dtype == torch.float32
+    torch.testing.assert_close(q_pos, torch.arange(100.0)[None] * 3 + 1, atol=1e-3, rtol=0)
+
+
+def test_lower_layers_are_bidirectional(tiny_lm):
+    """With ``bidirectional`` the layers below the pooled block read every token of the text too
+    (the first token's state depends on the last one); without it they keep the causal mask."""
+    for bidirectional in (True, False):
+        enc = _enc(tiny_lm, n_slots=8, bidirectional=bidirectional)
+        assert len(enc.source.layers) >= 1
+        ids, mask = enc.tokenize(TEXTS[:1])
+        e = tiny_lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        states = []
+        hook = enc.source.layers[0].register_forward_hook(
+            lambda mod, args, out: states.append(out[0] if isinstance(out, tuple) else out)
+        )
+        try:
+            enc.encode_embeds(e, mask)
+        finally:
+            hook.remove()
+        L = int(mask.sum())
+        (g,) = torch.autograd.grad(states[0][0, 0].pow(2).sum(), e)
+        assert bool(g[0, L - 1].abs().sum() > 0) == bidirectional

@@ -205,12 +205,13 @@ class PooledLMEncoder(nn.Module):
         attn = layer.self_attn
         start, end, valid = group_bounds(mask.sum(1), self.n_slots, self.factor, self.mode)  # (B, M)
         t = torch.arange(T, device=h.device)
-        w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).to(h.dtype)  # (B, M, T)
+        w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, M, T)
         w = w / w.sum(-1, keepdim=True).clamp(min=1)
-        pooled = w @ h  # (B, M, d): the block's queries and residual stream
-        # (B, M) mean position of each group; elementwise, so autocast keeps it float32 (a bf16 matmul
-        # would round positions above 256 to even numbers)
-        q_pos = (w.float() * t.float()).sum(-1)
+        # (B, M) mean position of each group, from the float32 weights and elementwise (autocast leaves
+        # it float32): bf16 weights of 1/3 are off by 0.2 %, a whole position near token 400, and a
+        # bf16 matmul would round positions above 256 to even numbers
+        q_pos = (w * t.float()).sum(-1)
+        pooled = w.to(h.dtype) @ h  # (B, M, d): the block's queries and residual stream
         x_kv, x_q = layer.input_layernorm(h), layer.input_layernorm(pooled)
         D = attn.head_dim
         q = attn.q_proj(x_q).view(B, self.n_slots, -1, D)  # (B, M, H_q, D)
