@@ -309,7 +309,7 @@ def check_pretrained(exp: str, latent: LatentArgs, pretrains: dict[str, Pretrain
     diff = [k for k in ARCH_FIELDS if getattr(pre.encoder, k) != getattr(latent.encoder, k)]
     diff += [
         f"adapter.{k}"
-        for k in ("kind", "hidden", "markers")
+        for k in ("kind", "hidden", "markers", "calibrate_rms")  # calibrate_rms: the log_scale gain
         if getattr(pre.adapter, k) != getattr(latent.adapter, k)
     ]
     if diff:

@@ -231,6 +231,14 @@ def test_check_pretrained():
         check_pretrained(
             "e", qa_run(5, encoder={**LATENT["encoder"], "d_z": 16, "pretrained": "p8"}).latent, pre
         )
+    # a projector without the calibration gain could not load the checkpoint's log_scale: refused at parse
+    uncalibrated = {**LATENT["adapter"], "calibrate_rms": False}
+    with pytest.raises(ConfigError, match=r"\(adapter.calibrate_rms\)"):
+        check_pretrained(
+            "e",
+            qa_run(5, encoder={**LATENT["encoder"], "pretrained": "p8"}, adapter=uncalibrated).latent,
+            pre,
+        )
 
 
 def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_path):
