@@ -173,10 +173,12 @@ def test_lower_layers_are_bidirectional(tiny_lm):
         assert len(enc.source.layers) >= 1
         ids, mask = enc.tokenize(TEXTS[:1])
         e = tiny_lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
-        states = []
-        hook = enc.source.layers[0].register_forward_hook(
-            lambda mod, args, out: states.append(out[0] if isinstance(out, tuple) else out)
-        )
+        states: list[torch.Tensor] = []
+
+        def keep(mod, args, out, states=states):
+            states.append(out[0] if isinstance(out, tuple) else out)
+
+        hook = enc.source.layers[0].register_forward_hook(keep)
         try:
             enc.encode_embeds(e, mask)
         finally:
