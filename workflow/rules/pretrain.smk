@@ -17,22 +17,22 @@ rule pretrain_encoder:
         checkpoint="results/pretrain/{dataset}/{pretrain}/s{seed}/encoder.safetensors",
         summary="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_summary.json",
         log_jsonl="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_log.jsonl",
-    wildcard_constraints:
-        pretrain="|".join(map(re.escape, PLAN.pretrains)) or "no-pretrain",
-        seed="[0-9]+",
-    params:
-        cfg=pretrain_json,
-        models=PLAN.models,
     log:
         "logs/pretrain/{dataset}/{pretrain}/s{seed}.log",
     benchmark:
         "benchmarks/pretrain/{dataset}/{pretrain}/s{seed}.tsv"
+    wildcard_constraints:
+        pretrain="|".join(map(re.escape, PLAN.pretrains)) or "no-pretrain",
+        seed="[0-9]+",
+    conda:
+        "../envs/latentwire.yaml"
     threads: 4
     resources:
         mem_mb=32000,
         runtime=480,
-    conda:
-        "../envs/latentwire.yaml"
+    params:
+        cfg=pretrain_json,
+        models=PLAN.models,
     shell:
         "latentwire pretrain-encoder --registry {input.registry} --models {params.models}"
         " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
