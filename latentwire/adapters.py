@@ -23,9 +23,9 @@ from latentwire.registry import Registry
 class AdapterArgs:
     """Which adapter maps Z into an LLM's embedding space, and its size."""
 
-    kind: Literal["linear", "mlp"] = (
-        "mlp"  # linear: LN → Linear → tanh·scale; mlp: LN → 2-layer MLP + linear skip
-    )
+    # linear: LN → Linear → tanh·scale; mlp: LN → 2-layer MLP + linear skip; linear2: Linear → Linear
+    # (no activation, ARC-Encoder's per-decoder projector)
+    kind: Literal["linear", "mlp", "linear2"] = "mlp"
     hidden: int = 1024  # mlp hidden width
     dropout: float = 0.1  # mlp, between the two layers
     tanh_scale: float = 1.0  # linear: bound of each output component before calibration
@@ -35,6 +35,9 @@ class AdapterArgs:
     # that is not the encoder's source model gets a least-squares skip fitted on the token strings its
     # vocabulary shares with the source model's (see latentwire/vocab_align.py)
     init: Literal["default", "identity", "source_vocab"] = "default"
+    # two learned marker embeddings (begin, end) around the soft tokens, per receiver (ARC-Encoder's
+    # per-decoder markers): the soft tokens then take M + 2 prompt positions
+    markers: bool = False
 
     def validate(self) -> None:
         must(self.hidden >= 1, "hidden", self.hidden, ">= 1")
@@ -88,6 +91,22 @@ class MLPAdapter(nn.Module):
         return self.mlp(h) + self.skip(z if self.raw_skip else h)  # (B, M, d_model)
 
 
+@ADAPTERS.register("linear2")
+class TwoLinearAdapter(nn.Module):
+    """Linear(d_z → hidden) → Linear(hidden → d_model), no activation: ARC-Encoder's projector.
+
+    A (possibly low-rank) linear map: the encoder, not the projector, does the non-linear work, so a
+    new receiver can later be attached by training this projector alone.
+    """
+
+    def __init__(self, args: AdapterArgs, d_z: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(d_z, args.hidden), nn.Linear(args.hidden, d_model))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.proj(z)  # (B, M, d_model)
+
+
 class Adapter(nn.Module):
     """An ADAPTERS body followed, if ``calibrate_rms``, by per-example RMS calibration.
 
@@ -105,14 +124,22 @@ class Adapter(nn.Module):
         self.body = ADAPTERS.get(args.kind)(args, d_z, d_model)
         if self.calibrate:  # learnable gain on top of the target, exp(0) = 1 at init
             self.log_scale = nn.Parameter(torch.zeros(()))
+        if args.markers:  # (2, d_model) at the embedding table's scale, outside the calibration
+            self.markers = nn.Parameter(torch.randn(2, d_model) * self.target_rms)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Z (B, M, d_z) float → soft tokens (B, M, d_model) in the same dtype as the parameters."""
+        """Z (B, M, d_z) float → soft tokens (B, M, d_model) in the same dtype as the parameters;
+        (B, M + 2, d_model) with ``markers`` (begin marker, the M soft tokens, end marker)."""
         out = self.body(z)  # (B, M, d_model)
-        if not self.calibrate:
-            return out
-        rms = out.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()  # (B, 1, 1)
-        return out * (self.target_rms * self.log_scale.exp() / rms)
+        if self.calibrate:
+            rms = out.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()  # (B, 1, 1)
+            out = out * (self.target_rms * self.log_scale.exp() / rms)
+        if hasattr(self, "markers"):
+            B = out.shape[0]
+            out = torch.cat(
+                [self.markers[:1].expand(B, 1, -1), out, self.markers[1:].expand(B, 1, -1)], dim=1
+            )
+        return out
 
 
 def build_adapter(args: AdapterArgs, d_z: int, d_model: int, target_rms: float) -> nn.Module:

@@ -24,6 +24,7 @@ from latentwire.encoders.core import SourceModels
 from latentwire.gist import GistHead
 from latentwire.kv_prefix import KVPrefix
 from latentwire.lora import LoraArgs, load_lora_state_dict, lora_state_dict
+from latentwire.wire import WireArgs
 
 
 @dataclass
@@ -40,6 +41,7 @@ class LatentArgs:
     coprocessor: CoprocessorArgs = field(default_factory=CoprocessorArgs)  # K/V deltas on the soft tokens
     lora: LoraArgs = field(default_factory=LoraArgs)  # scoped LoRA on the receivers (rank 0 = off)
     gist_tokens: int = 0  # > 0: a gist head per receiver rebuilds up to this many content embeddings
+    wire: WireArgs = field(default_factory=WireArgs)  # quantized wire formats evaluated (see wire.py)
 
     def validate(self) -> None:
         must(self.n_shared >= 0, "n_shared", self.n_shared, ">= 0")
@@ -52,6 +54,10 @@ class LatentArgs:
             raise ConfigError("latent.gist_tokens: must be >= 0")
         if self.coprocessor.enabled and not self.shallow:
             raise ConfigError("latent.coprocessor: augments the soft tokens' cache; needs shallow: true")
+        if self.coprocessor.enabled and self.adapter.markers:
+            raise ConfigError(
+                "latent.adapter.markers: not with the coprocessor (it reads the soft tokens only)"
+            )
 
     def head_name(self) -> str:
         """Short name of the reading-head combination, for tables: shallow, deep, shallow+deep, +lora."""
@@ -218,8 +224,9 @@ class Interlingua(nn.Module):
 
     def positions(self) -> int:
         """Prompt positions the latent occupies in each receiver (soft tokens + deep prefix length)."""
-        S = self.args.read_slots()
-        return S * int(self.args.shallow) + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
+        S, shallow = self.args.read_slots(), int(self.args.shallow)
+        markers = 2 * shallow * int(self.args.adapter.markers)  # begin / end marker tokens
+        return S * shallow + markers + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 
     def encode(self, texts: Sequence[str], answers: Sequence[list[str]] | None = None) -> torch.Tensor:
         """Z for a batch of content texts. Returns (B, M, d_z).
@@ -266,7 +273,7 @@ class Interlingua(nn.Module):
         return torch.cat([shared, z[:, start : start + a.n_private]], dim=1)
 
     def soft_tokens(self, z: torch.Tensor, name: str) -> torch.Tensor:
-        """Receiver ``name``'s input embeddings for Z. Returns (B, read_slots, d_model)."""
+        """Receiver ``name``'s input embeddings for Z. Returns (B, read_slots (+ 2 markers), d_model)."""
         return self.adapters[_key(name)](self.slots_for(z, name))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ One path for every interlingua (a trained experiment, ``latentwire eval-latent``
 extended to a new receiver, ``latentwire eval-added-receiver``): per receiver and variant it
 writes ``{out_dir}/{model}/{variant}/predictions.jsonl`` + ``metrics.json``, then
 ``{out_dir}/joint.json`` over every receiver. System names: ``{system}``, ``{system}:shuffled``,
-``...:zero``, ``...:int8``.
+``...:zero``, one per wire format (``...:int8``; ``...:int4``, ``...:pq``).
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ from latentwire.io import write_json, write_jsonl
 from latentwire.joint import rescore_jointly
 from latentwire.latent_prompts import donor_map, latent_prompt_maker
 from latentwire.models import LoadedModel
-from latentwire.payload import payload_bytes, roundtrip
+from latentwire.payload import payload_bytes
+from latentwire.wire import Wire, WireArgs
 
 log = logging.getLogger(__name__)
 
-# variant folder -> (system-name suffix, control, wire format for a round trip)
+# variant folder -> (system-name suffix, control, wire format for a round trip); the wire formats of
+# latent.wire.formats follow these (see variants)
 VARIANTS = {
     "latent": ("", "none", None),
     "shuffled": (":shuffled", "shuffled", None),
     "zero": (":zero", "zero", None),
-    "int8": (":int8", "none", "int8"),
 }
+
+
+def variants(wire: WireArgs) -> dict[str, tuple[str, str, str | None]]:
+    """Every evaluated variant: the latent, its controls, then one per wire format."""
+    return {**VARIANTS, **{f: (f":{f}", "none", f) for f in wire.formats}}
 
 
 def evaluate_latent(
@@ -41,6 +47,7 @@ def evaluate_latent(
     system: str,
     prov: dict,
     rescore_only: Sequence[str] = (),
+    wire: Wire | None = None,
 ) -> dict[str, list[dict]]:
     """Evaluate every receiver of ``lms`` on ``examples`` (``run``: the LatentRunArgs) and rescore
     jointly; returns the main latent's prediction rows per receiver.
@@ -48,23 +55,27 @@ def evaluate_latent(
     ``rescore_only``: receivers whose main latent runs (joint rescoring reads its predictions) and
     comes back in the result, but with no variant and no files: not systems of this evaluation
     (an extended wire's old receivers, which are the experiment's own systems).
+
+    ``wire``: the wire formats, fitted where a format learns (pq: fitted on train texts by the caller);
+    default: ``latent.wire`` unfitted, which serves int8 / int4.
     """
     il.eval()
+    wire = wire if wire is not None else Wire(run.latent.wire, run.latent.encoder.d_z)
     il.memoize_latents()  # each test text is encoded once for every variant, receiver and rescoring
     donors = donor_map([model_view(e) for e in examples])
     total = il.wire_slots()
     d_z = run.latent.encoder.d_z
     rows_by_model = {}
     for lm in lms:
-        for variant, (suffix, control, fmt) in VARIANTS.items():
+        for variant, (suffix, control, fmt) in variants(run.latent.wire).items():
             if lm.spec.name in rescore_only and variant != "latent":
                 continue
             name = f"{system}{suffix}"
-            zt = (lambda z, f=fmt: roundtrip(z, f)) if fmt else None
+            zt = (lambda z, f=fmt: wire.roundtrip(z, f)) if fmt else None
             maker = latent_prompt_maker(lm, il, run.prompt, control, zt, donors)
             rows, summary = evaluate(lm, examples, maker, run.prompt, run.eval, desc=f"{lm.spec.name}/{name}")
             if fmt:
-                summary["payload_bytes"] = payload_bytes(total, d_z, fmt)
+                summary.update(wire.facts(fmt, total))
             summary.update(
                 {
                     "system": name,
@@ -73,7 +84,8 @@ def evaluate_latent(
                     "reading_head": run.latent.head_name(),
                     "provenance": prov,
                     "payload_bytes_by_format": {
-                        f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")
+                        **{f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")},
+                        **{f: wire.facts(f, total)["payload_bytes"] for f in run.latent.wire.formats},
                     },
                 }
             )

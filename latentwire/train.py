@@ -397,6 +397,7 @@ def train(
     state_dir: str | Path | None = None,
     il: Interlingua | None = None,
     identity_extra: dict | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train, validate, checkpoint; write the outputs; return the summary.
 
@@ -407,6 +408,8 @@ def train(
     with other settings, models or data starts afresh.
 
     ``sources``: an encoder's frozen source model when it is not one of the receivers.
+    ``init_from``: a pretraining checkpoint (``latentwire pretrain-encoder``) the encoder and
+    projectors start from; a resumed run's own checkpoint then replaces it.
 
     ``il``: a prebuilt interlingua to train instead of a fresh one (:mod:`latentwire.extend`: a
     trained wire with one new receiver, ``lms``, whose head alone trains and validates);
@@ -423,11 +426,17 @@ def train(
     if unknown:
         raise ConfigError(f"train.stage_b_models: {unknown} are not receivers of this run ({names})")
     identity = {**run_identity(run, lms, sources, train_df, val_df, teacher_paths), **(identity_extra or {})}
+    if init_from:  # another pretraining checkpoint is another trajectory
+        identity["init_from"] = file_identity(init_from)
     key = state_key(identity)
     state_path = Path(state_dir or out_dir / ".state") / key / FILENAME
     write_json(state_path.parent / "identity.json", identity)  # what the key hashes, for a reader
     torch.manual_seed(t.seed)
     il = il if il is not None else build_interlingua(run.latent, lms, device, sources)
+    if init_from:
+        from latentwire.pretrain import load_pretrained  # pretrain builds on this module
+
+        load_pretrained(il, init_from)
     params = il.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))

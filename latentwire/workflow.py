@@ -20,6 +20,7 @@ from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs
 from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
+from latentwire.pretrain import PretrainRunArgs, check_pretrained
 from latentwire.prompt import PromptArgs
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.stats import StatsArgs
@@ -43,6 +44,7 @@ class WorkflowPlan:
     splits: tuple[str, ...] = SPLITS
     stats: StatsArgs = field(default_factory=StatsArgs)
     teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    pretrains: dict[str, PretrainRunArgs] = field(default_factory=dict)  # encoder pretraining runs
     comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
     extensions: dict[str, Extension] = field(default_factory=dict)  # latent.extensions
     configured_baselines: list[str] = field(default_factory=list)  # text, budgets, closed (no rivals)
@@ -110,6 +112,11 @@ class WorkflowPlan:
         for exp, run in experiments.items():
             _check_kd(exp, run, teacher, prompt)
         extensions = parse_extensions(lat.get("extensions") or {}, experiments, config["models"], registry)
+        pretrains = _pretrain_runs(config.get("pretrain") or {}, ev.device, lat.get("defaults") or {})
+        for exp, run in experiments.items():
+            check_pretrained(exp, run.latent, pretrains)
+        if len({tuple(run.latent.wire.formats) for run in experiments.values()}) > 1:
+            raise ConfigError("latent.*.latent.wire.formats: must be the same for every experiment")
         return cls(
             config,
             list(config["models"]),
@@ -120,6 +127,7 @@ class WorkflowPlan:
             experiments,
             stats=stats,
             teacher=teacher,
+            pretrains=pretrains,
             comparators=comparators,
             extensions=extensions,
             configured_baselines=configured,
@@ -243,18 +251,60 @@ class WorkflowPlan:
         return [f"resources/models/{m}/manifest.json" for m in self.models]
 
     def encoder_sources(self) -> list[str]:
-        """Registry models that some experiment's encoder reads but that are not receivers."""
-        names = {source_model_name(run.latent.encoder) for run in self.experiments.values()}
+        """Registry models that some experiment's (or pretraining's) encoder reads but that are not receivers."""
+        runs = [*self.experiments.values(), *self.pretrains.values()]
+        names = {source_model_name(run.latent.encoder) for run in runs}
         return sorted(names - {None} - set(self.models))
 
     def encoder_manifest(self, exp: str) -> list[str]:
         """[manifest of ``exp``'s encoder source model] when it is not a receiver, else []."""
-        source = source_model_name(self.experiments[exp].latent.encoder)
+        return self._source_manifest(self.experiments[exp].latent.encoder)
+
+    def _source_manifest(self, encoder) -> list[str]:
+        source = source_model_name(encoder)
         if source is None or source in self.models:
             return []
         return [f"resources/models/{source}/manifest.json"]
 
-    latent_variants: tuple[str, ...] = ("latent", "shuffled", "zero", "int8")
+    # --- encoder pretraining (workflow/rules/pretrain.smk) ---------------------------------
+    def pretrain_json(self, name: str, seed: int | str) -> str:
+        """Settings of pretraining run ``name`` at ``seed`` (the fine-tuning experiment's train.seed)."""
+        cfg = to_dict(self.pretrains[name])
+        cfg["pretrain"]["seed"] = int(seed)
+        return json.dumps(cfg, sort_keys=True)
+
+    def pretrain_encoder_manifest(self, name: str) -> list[str]:
+        return self._source_manifest(self.pretrains[name].latent.encoder)
+
+    def pretrain_checkpoint(self, dataset: str, exp: str) -> list[str]:
+        """[checkpoint ``exp`` starts from] when its encoder names a pretraining run, else []."""
+        run = self.experiments[exp]
+        name = run.latent.encoder.pretrained
+        if name is None:
+            return []
+        return [f"results/pretrain/{dataset}/{name}/s{run.train.seed}/encoder.safetensors"]
+
+    def pretrain_cells(self) -> list[tuple[str, str, int]]:
+        """(dataset, pretrain run, seed) of every pretraining that some experiment starts from."""
+        runs = self.experiments.values()
+        named = [
+            (run.latent.encoder.pretrained, run.train.seed) for run in runs if run.latent.encoder.pretrained
+        ]
+        return sorted({(d, name, seed) for d in self.datasets for name, seed in named})
+
+    def wire_fit_data(self, dataset: str, exp: str) -> list[str]:
+        """[train split] when ``exp`` evaluates a learned wire quantizer (fitted on it), else []."""
+        return (
+            [f"results/data/{dataset}/train.parquet"]
+            if "pq" in self.experiments[exp].latent.wire.formats
+            else []
+        )
+
+    @property
+    def latent_variants(self) -> tuple[str, ...]:
+        """Evaluated variants of every experiment: latent, controls, then the wire formats (int8 default)."""
+        formats = next((run.latent.wire.formats for run in self.experiments.values()), ["int8"])
+        return ("latent", "shuffled", "zero", *formats)
 
     def latent_eval_outputs(self, dataset: str, exp: str) -> list[str]:
         return [
@@ -369,6 +419,20 @@ def head_overrides(value: str) -> dict:
     out: dict = {"shallow": "shallow" in heads, "deep_prefix": {"enabled": "deep" in heads}}
     out["lora"] = {"rank": 8} if "lora" in parts else {"rank": 0}
     return {"latent": out}
+
+
+def _pretrain_runs(raw: dict, device: str, latent_defaults: dict) -> dict[str, PretrainRunArgs]:
+    """``pretrain: {defaults, runs: {name: overrides}}`` → validated runs. Each run's ``latent`` starts
+    from ``latent.defaults.latent`` (the experiments' own modules), its device from ``eval.device``."""
+    unknown = sorted(set(raw) - {"defaults", "runs"})
+    if unknown:
+        raise ConfigError(f"pretrain: unknown key(s) {unknown}; allowed: defaults, runs")
+    inherited = {"device": device, "latent": latent_defaults.get("latent") or {}}
+    base = _merge(inherited, raw.get("defaults") or {})
+    return {
+        name: from_dict(PretrainRunArgs, _merge(base, overrides or {}), where=f"pretrain.runs.{name}")
+        for name, overrides in (raw.get("runs") or {}).items()
+    }
 
 
 def _check_kd(exp: str, run: LatentRunArgs, teacher: TeacherArgs, prompt: PromptArgs) -> None:

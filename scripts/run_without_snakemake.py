@@ -6,7 +6,7 @@ derives them, so results are the pipeline's own; only the scheduling differs (no
 when its output is missing, in rule order). Usage::
 
     python scripts/run_without_snakemake.py --configfile config/config.yaml config/gpu-select.yaml \
-        [--steps models data baselines latent stats] [--jobs N] [--dry-run]
+        [--steps models data pretrain baselines latent stats] [--jobs N] [--dry-run]
 
 Each job's output goes to the rule's path under results/, its log to logs/ as the rule's ``log:``.
 With ``--jobs N`` the baselines and the experiments (each one's train → eval in order) run N at a
@@ -55,6 +55,16 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
         argv = ["prepare", "--config-json", plan.dataset_json(d), "--out-dir", f"results/data/{d}"]
         outs = [f"results/data/{d}/{s}.parquet" for s in ("train", "validation", "test")]
         out.append(("data", argv, outs, f"logs/data/{d}.log"))
+    for d, name, seed in plan.pretrain_cells():
+        root = f"results/pretrain/{d}/{name}/s{seed}"
+        argv = ["pretrain-encoder", "--registry", reg, "--models", *models, "--manifests", *manifests,
+                "--encoder-manifest", *plan.pretrain_encoder_manifest(name),
+                "--config-json", plan.pretrain_json(name, seed), "--threads", str(threads),
+                "--train", f"results/data/{d}/train.parquet", "--held-out", f"results/data/{d}/validation.parquet",
+                f"results/data/{d}/test.parquet", "--out-dir", root]  # fmt: skip
+        out.append(
+            ("pretrain", argv, [f"{root}/encoder.safetensors"], f"logs/pretrain/{d}/{name}/s{seed}.log")
+        )
     split = plan.eval_split
     for d in plan.datasets:
         for m in models + plan.extension_receivers():
@@ -73,13 +83,15 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
             root = f"results/latent/{d}/{e}"
             train = ["train-latent", *common, "--train", f"results/data/{d}/train.parquet",
                      "--validation", f"results/data/{d}/validation.parquet",
-                     "--teacher-logits", *plan.teacher_inputs(d, e), "--out-dir", f"{root}/train",
+                     "--teacher-logits", *plan.teacher_inputs(d, e),
+                     "--init-checkpoint", *plan.pretrain_checkpoint(d, e), "--out-dir", f"{root}/train",
                      "--state-dir", f"results/state/latent/{d}/{e}"]  # fmt: skip
             out.append(
                 ("latent", train, [f"{root}/train/best.safetensors"], f"logs/latent/{d}/{e}/train.log")
             )
             ev = ["eval-latent", *common, "--checkpoint", f"{root}/train/best.safetensors",
-                  "--data", f"results/data/{d}/{split}.parquet", "--out-dir", f"{root}/eval"]  # fmt: skip
+                  "--data", f"results/data/{d}/{split}.parquet", "--fit-data", *plan.wire_fit_data(d, e),
+                  "--out-dir", f"{root}/eval"]  # fmt: skip
             out.append(("latent", ev, [f"{root}/eval/joint.json"], f"logs/latent/{d}/{e}/eval.log"))
             # receivers added to this wire: logged beside it, so they run in its chain, after its eval
             for x in [x for x in plan.extensions if plan.extensions[x].exp == e]:
@@ -154,7 +166,9 @@ def chains(jobs_: list[Job]) -> list[list[Job]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
-    ap.add_argument("--steps", nargs="+", default=["models", "data", "baselines", "latent", "stats"])
+    ap.add_argument(
+        "--steps", nargs="+", default=["models", "data", "pretrain", "baselines", "latent", "stats"]
+    )
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=1, help="baselines / experiments run at a time")
     ap.add_argument("--dry-run", action="store_true")
@@ -164,7 +178,7 @@ def main() -> None:
         cfg = merge_configs(cfg, yaml.safe_load(Path(f).read_text()) or {})
     plan = WorkflowPlan.from_config(cfg)
     todo = [j for j in jobs(plan, cfg, a.threads) if j[0] in a.steps]
-    before = [j for j in todo if j[0] in ("models", "data")]
+    before = [j for j in todo if j[0] in ("models", "data", "pretrain")]  # pretraining: shared by experiments
     middle = [j for j in todo if j[0] in ("baselines", "latent")]
     after = [j for j in todo if j[0] == "stats"]
     failed = run_chain(before, a.dry_run)

@@ -22,10 +22,30 @@ def rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry():
-    assert ADAPTERS.names() == ["linear", "mlp"]
+    assert ADAPTERS.names() == ["linear", "linear2", "mlp"]
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_markers_wrap_the_soft_tokens_outside_the_calibration():
+    ad = build_adapter(AdapterArgs(kind="linear2", hidden=16, markers=True), D_Z, D_MODEL, 0.5)
+    out = ad(z_batch())
+    assert out.shape == (B, M + 2, D_MODEL)
+    assert torch.equal(out[:, 0], ad.markers[0].expand(B, -1)) and torch.equal(
+        out[:, -1], ad.markers[1].expand(B, -1)
+    )
+    torch.testing.assert_close(rms(out[:, 1:-1]), torch.full((B,), 0.5), rtol=1e-5, atol=0)
+    out.sum().backward()
+    assert ad.markers.grad is not None and ad.markers.grad.abs().sum() > 0
+
+
+def test_linear2_is_two_linear_layers_without_activation():
+    """ARC-Encoder's projector: a linear map of Z (scaling Z scales the output, before calibration)."""
+    ad = build_adapter(AdapterArgs(kind="linear2", hidden=16, calibrate_rms=False), D_Z, D_MODEL, 1.0)
+    assert [type(m).__name__ for m in ad.body.proj] == ["Linear", "Linear"]
+    z, bias = z_batch(), ad(torch.zeros(1, 1, D_Z))
+    torch.testing.assert_close(ad(3 * z) - bias, 3 * (ad(z) - bias), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "linear2"])
 @pytest.mark.parametrize("calibrate", [True, False])
 def test_shape(kind, calibrate):
     ad = build_adapter(AdapterArgs(kind=kind, hidden=32, calibrate_rms=calibrate), D_Z, D_MODEL, 0.5)

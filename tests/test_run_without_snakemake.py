@@ -64,3 +64,19 @@ def test_dry_run_lists_every_experiment_of_the_gpu_overlay(runner, monkeypatch, 
     for exp in ("select-m48-coproc", "lm-hidden-m48", "prefix-tuning-m48"):
         assert f"logs/latent/squad/{exp}/eval.log" in out or Path(f"results/latent/squad/{exp}").exists()
     assert out.strip().endswith('{"done": true}')
+
+
+def test_dry_run_of_the_pooled_overlay_pretrains_before_fine_tuning(runner, monkeypatch, capsys):
+    monkeypatch.chdir(SCRIPT.parents[1])
+    monkeypatch.setattr(
+        "sys.argv",
+        ["x", "--dry-run", "--configfile", "config/config.yaml", "config/gpu-pooled.yaml"],
+    )
+    runner.main()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    pre = [i for i, line in enumerate(lines) if "pretrain: pretrain-encoder" in line]
+    train = [i for i, line in enumerate(lines) if "logs/latent/squad/pooled-pf4/train.log" in line]
+    if not Path("results/pretrain/squad/arc-pf8/s0/encoder.safetensors").exists():
+        assert len(pre) == 3 and train and max(pre) < min(train)  # seeds 0, 1, 2, before any latent job
+    assert out.strip().endswith('{"done": true}')

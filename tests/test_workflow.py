@@ -473,3 +473,90 @@ def test_a_changed_setting_after_a_finished_run_trains_afresh_under_snakemake(ki
         "resuming from step"
         not in (work / "logs" / "latent" / "squad" / "meanpool" / "train.log").read_text()
     )
+
+
+def test_pretraining_runs_once_per_seed_and_starts_the_experiments_that_name_it(tmp_path):
+    """pretrain_encoder jobs per (run, seed) some experiment names; train_latent gets the checkpoint,
+    eval_latent the train split when a learned wire quantizer is evaluated; the rivals come at every
+    pooled M (a factor cap or a fixed M) beside the scenario's select experiment, whose select-text-8
+    stays at its own M, and the tuned ceilings copy the pooled experiment; mismatches fail at parse."""
+    from latentwire.config import ConfigError
+    from latentwire.workflow import WorkflowPlan
+
+    work = copy_scenario(tmp_path)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    enc = {"name": "pooled-lm", "source_model": "tiny-qwen2", "d_z": 16, "drop_last": 0, "train_layers": 1}
+    cfg["pretrain"] = {
+        "defaults": {"pretrain": {"steps": 2, "batch_size": 2}},
+        "runs": {"p8": {"latent": {"n_shared": 4, "n_private": 0, "encoder": {**enc, "pool_factor": 8}}}},
+    }
+    pooled = {  # M = ceil(tokens / 4) up to the cap of 5 slots
+        "latent": {"n_shared": 5, "n_private": 0, "encoder": {**enc, "pool_factor": 4, "pretrained": "p8"}}
+    }
+    cfg["latent"]["defaults"]["latent"]["wire"] = {"formats": ["int8", "int4", "pq"], "pq_subvectors": 4}
+    # .test's comparators stay (select-text from its select experiment); the ceilings train like pooled
+    cfg["comparators"]["tuned"]["like"] = "pooled"
+    cfg["latent"]["experiments"] = {
+        "meanpool": {},
+        "select": cfg["latent"]["experiments"]["select"],
+        "pooled": pooled,
+        "pooled-s1": {**pooled, "train": {"seed": 1}},
+        "pooled-scratch": {"latent": {**pooled["latent"], "encoder": {**enc, "pool_factor": 4}}},
+        "pooled-fixed": {"latent": {"n_shared": 3, "n_private": 0, "encoder": {**enc, "pool_mode": "fixed"}}},
+    }
+    plan_cfg = {**cfg, "registry": str(work / "config" / "models.yaml")}
+    plan = WorkflowPlan.from_config(plan_cfg)
+    rivals = [f"{k}-{m}" for m in (3, 5, 6) for k in ("budget", "tail", "lexical", "selfinfo", "oracle")]
+    assert plan.baselines == ["text", "budget-8", "budget-16", "closed", *rivals, "tail-8", "lexical-8",
+                              "selfinfo-8", "select-text-8", "oracle-8"]  # fmt: skip
+    tuned = {(k, s) for _, _, k, s in plan.tuned_cells()}
+    assert tuned == {("text", 0), ("select-text-8", 0)}
+    pooled_steps = plan.experiments["pooled"].train.steps  # no encoder warm-up: all of it is Stage B
+    select = plan.experiments["select"].train
+    assert pooled_steps != select.steps - select.encoder_warmup_steps
+    assert json.loads(plan.tuned_json("text", 0))["train"]["steps"] == pooled_steps
+    assert plan.pretrain_cells() == [("squad", "p8", 0), ("squad", "p8", 1)]
+    assert plan.pretrain_checkpoint("squad", "pooled-s1") == [
+        "results/pretrain/squad/p8/s1/encoder.safetensors"
+    ]
+    assert (
+        plan.pretrain_checkpoint("squad", "pooled-scratch")
+        == plan.pretrain_checkpoint("squad", "meanpool")
+        == []
+    )
+    assert json.loads(plan.pretrain_json("p8", 1))["pretrain"]["seed"] == 1
+    assert json.loads(plan.pretrain_json("p8", 1))["device"] == "cpu"  # eval.device by default
+    assert plan.latent_variants == ("latent", "shuffled", "zero", "int8", "int4", "pq")
+    assert plan.wire_fit_data("squad", "pooled") == ["results/data/squad/train.parquet"]
+
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "-p", "--directory", str(work))
+    assert res.returncode == 0, res.stdout[-3000:]
+    stats = job_stats(res.stdout)
+    assert (stats["pretrain_encoder"], stats["train_latent"], stats["eval_latent"]) == (2, 6, 6)
+    # 2 kinds × 3 receivers (.test's extension adds tiny-gemma to select's wire, with its own ceilings);
+    # select's kept tokens on train / validation / test
+    assert (stats["tune_text"], stats["eval_tuned"], stats["select_windows"]) == (6, 6, 3)
+    trains = [line for line in res.stdout.splitlines() if "latentwire train-latent" in line]
+    for cmd in trains:
+        named = "--exp pooled " in cmd or "--exp pooled-s1 " in cmd
+        assert ("--init-checkpoint results/pretrain/squad/p8/s" in cmd) == named, cmd
+    assert any(
+        "--init-checkpoint results/pretrain/squad/p8/s1/" in c and "--exp pooled-s1 " in c for c in trains
+    )
+    evals = [line for line in res.stdout.splitlines() if "latentwire eval-latent" in line]
+    assert evals and all("--fit-data results/data/squad/train.parquet" in c for c in evals)
+
+    alone = {**plan_cfg, "comparators": {}}  # one experiment below: no select source, no ceilings
+    lat = {**cfg["latent"], "extensions": {}}  # the extension names the select experiment
+    bad = {**alone, "latent": {**lat, "experiments": {"x": {"latent": {**pooled["latent"],
+           "encoder": {**enc, "d_z": 32, "pretrained": "p8"}}}}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"pretrain run 'p8' builds another encoder/projector \(d_z\)"):
+        WorkflowPlan.from_config(bad)
+    mixed = {
+        **alone,
+        "latent": {**lat, "experiments": {"a": {}, "b": {"latent": {"wire": {"formats": []}}}}},
+    }
+    with pytest.raises(ConfigError, match="wire.formats: must be the same"):
+        WorkflowPlan.from_config(mixed)

@@ -1,8 +1,9 @@
 """``latentwire train-latent`` and ``latentwire eval-latent``: one latent experiment end to end.
 
 eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
-of the latent and its controls (shuffled Z, zero Z) and of the int8 wire format, plus the joint
-rescoring summary (:mod:`latentwire.latent_eval`). System names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8``.
+of the latent and its controls (shuffled Z, zero Z) and of each wire format of ``latent.wire.formats``
+(int8 by default; int4, learned pq: see latentwire/wire.py), plus the joint rescoring summary. System
+names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8`` (``...:int4``, ``...:pq``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from safetensors.torch import load_file
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import select_examples
+from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_json
 from latentwire.latent_eval import evaluate_latent
 from latentwire.models import get_spec, load_model, load_registry
+from latentwire.prompt import content_text
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
+from latentwire.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="teacher-logit caches for KD, one per receiver in --models order (latentwire "
                 "teacher-logits); none: KD runs the text teacher every step",
             )
+            p.add_argument(
+                "--init-checkpoint",
+                nargs="?",
+                default=None,
+                help="pretraining checkpoint the encoder starts from (latentwire pretrain-encoder); empty: none",
+            )
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
+            p.add_argument(
+                "--fit-data",
+                nargs="?",
+                default=None,
+                help="train split whose texts fit a learned wire quantizer (latent.wire.formats: pq)",
+            )
         p.set_defaults(func=func)
 
 
@@ -98,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
         raise ConfigError(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
+    resolved["init_checkpoint"] = args.init_checkpoint
     summary = train(
         lms,
         run,
@@ -108,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
         teacher_paths=args.teacher_logits,
         sources=_encoder_sources(args, run, resolved),
         state_dir=args.state_dir,
+        init_from=args.init_checkpoint,
     )
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0
@@ -118,6 +135,21 @@ def run_eval(args: argparse.Namespace) -> int:
     run, lms, resolved = _setup(args)
     il = build_interlingua(run.latent, lms, lms[0].device, _encoder_sources(args, run, resolved))
     il.load_trainable_state_dict(load_file(args.checkpoint))
+    il.eval()
+    wire = _fit_wire(args, run, il)  # before memoizing: the train texts need not be remembered
     examples = select_examples(read_split(args.data), run.eval)
-    evaluate_latent(il, lms, run, examples, args.out_dir, f"latent:{args.exp}", provenance(resolved))
+    evaluate_latent(
+        il, lms, run, examples, args.out_dir, f"latent:{args.exp}", provenance(resolved), wire=wire
+    )
     return 0
+
+
+def _fit_wire(args, run: LatentRunArgs, il) -> Wire:
+    """The wire formats of this evaluation; a learned quantizer is fitted on TRAIN-split texts."""
+    wire = Wire(run.latent.wire, run.latent.encoder.d_z)
+    if "pq" in run.latent.wire.formats:
+        if not args.fit_data:
+            raise SystemExit("latent.wire.formats has pq: pass the train split as --fit-data")
+        fit = select_examples(read_split(args.fit_data), EvalArgs(n_examples=run.latent.wire.pq_fit_examples))
+        wire.fit(il.encode, [content_text(model_view(e), run.prompt) for e in fit], run.eval.batch_size)
+    return wire

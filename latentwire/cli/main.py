@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "teacher",
     "latent",
     "add_receiver",
+    "pretrain",
     "hidden_cache",
     "table",
     "report",

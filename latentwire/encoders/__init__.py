@@ -4,12 +4,13 @@ Importing this package registers every encoder in :data:`ENCODERS`:
 ``byte`` (byte.py, trained from scratch), ``simple-st``, ``stq``, ``meanpool`` (minilm.py, on a
 frozen all-MiniLM-L6-v2 that never enters a checkpoint), ``embed`` and ``lm-hidden`` (lm.py, on a
 frozen registry LLM ``source_model``, see source.py), ``select`` (select.py, a question-aware
-extractive compressor on a source model: one slot per kept token) and ``static`` (static.py, a learned Z that
+extractive compressor on a source model: one slot per kept token), ``pooled-lm`` (pooled.py, an
+ARC-Encoder-style trainable LLM trunk pooling in its last block) and ``static`` (static.py, a learned Z that
 ignores the text). See core.py for the args and the trainable-only checkpoint helpers, pooling.py
 for the token → slot poolers.
 """
 
-from latentwire.encoders import byte, lm, minilm, select, static  # noqa: F401  (registers the encoders)
+from latentwire.encoders import byte, lm, minilm, pooled, select, static  # noqa: F401  (registers the encoders)
 from latentwire.encoders.core import (
     ENCODERS,
     EncoderArgs,

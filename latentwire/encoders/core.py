@@ -28,6 +28,7 @@ SOURCE_MODEL_ENCODERS = (
     "embed",
     "lm-hidden",
     "select",
+    "pooled-lm",
 )  # encoders that read the registry model `source_model`
 
 # Loaded registry models by name; the encoders in SOURCE_MODEL_ENCODERS take theirs from here.
@@ -38,9 +39,9 @@ SourceModels = Mapping[str, "LoadedModel"]
 class EncoderArgs:
     """Which text → Z encoder to build, and its size."""
 
-    name: Literal["byte", "simple-st", "stq", "meanpool", "embed", "lm-hidden", "select", "static"] = (
-        "meanpool"
-    )
+    name: Literal[
+        "byte", "simple-st", "stq", "meanpool", "embed", "lm-hidden", "select", "static", "pooled-lm"
+    ] = "meanpool"
     d_z: int = 256
     # tokens kept per text: MiniLM wordpieces (≤ 512; trained at 256), or source_model tokens
     max_enc_tokens: int = 384
@@ -64,6 +65,16 @@ class EncoderArgs:
         4.0  # select: initial weight of the question-overlap density in its logits (0 = off)
     )
     lexical_window: int = 24  # select: tokens over which that density is taken
+    # pooled-lm (ARC-Encoder style, see encoders/pooled.py): the source model's first n - drop_last
+    # layers, the top train_layers of them fully fine-tuned (-1 = all kept; lora_rank adds LoRA to the
+    # others), pooling only in the last kept block; M = ceil(tokens / pool_factor) up to n_slots
+    # ("factor"), or always n_slots contiguous groups ("fixed")
+    drop_last: int = 2
+    train_layers: int = -1
+    bidirectional: bool = True
+    pool_factor: int = 4
+    pool_mode: Literal["factor", "fixed"] = "factor"
+    pretrained: str | None = None  # name of a `pretrain` run (workflow config) whose checkpoint starts it
 
     def validate(self) -> None:
         must(self.d_z >= 1, "d_z", self.d_z, ">= 1")
@@ -88,6 +99,10 @@ class EncoderArgs:
             raise ConfigError("select_lead and teacher_window: must be in [0, 1]")
         if self.select_hidden < 1 or self.lexical_window < 1:
             raise ConfigError("select_hidden and lexical_window: must be ≥ 1")
+        if self.drop_last < 0 or self.train_layers < -1 or self.pool_factor < 1:
+            raise ConfigError("drop_last ≥ 0, train_layers ≥ -1 (-1 = all kept layers), pool_factor ≥ 1")
+        if self.pretrained is not None and self.name != "pooled-lm":
+            raise ConfigError("encoder.pretrained: only the pooled-lm encoder has a pretraining stage")
 
 
 # name -> builder(args, n_slots, models) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)

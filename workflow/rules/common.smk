@@ -83,6 +83,22 @@ def encoder_manifest(wildcards):
     return PLAN.encoder_manifest(wildcards.exp)
 
 
+def pretrain_json(wildcards):
+    return PLAN.pretrain_json(wildcards.pretrain, wildcards.seed)
+
+
+def pretrain_encoder_manifest(wildcards):
+    return PLAN.pretrain_encoder_manifest(wildcards.pretrain)
+
+
+def pretrain_checkpoint(wildcards):
+    return PLAN.pretrain_checkpoint(wildcards.dataset, wildcards.exp)
+
+
+def wire_fit_data(wildcards):
+    return PLAN.wire_fit_data(wildcards.dataset, wildcards.exp)
+
+
 def teacher_json(wildcards):
     return PLAN.teacher_json()
 

@@ -10,6 +10,7 @@ rule train_latent:
         manifests=PLAN.manifests(),
         encoder_manifest=encoder_manifest,
         teacher=teacher_inputs,
+        pretrained=pretrain_checkpoint,
         train="results/data/{dataset}/train.parquet",
         validation="results/data/{dataset}/validation.parquet",
     output:
@@ -34,7 +35,7 @@ rule train_latent:
         " --manifests {input.manifests:q} --encoder-manifest {input.encoder_manifest:q}"
         " --config-json {params.cfg:q} --exp {wildcards.exp:q}"
         " --threads {threads} --train {input.train:q} --validation {input.validation:q}"
-        " --teacher-logits {input.teacher:q}"
+        " --teacher-logits {input.teacher:q} --init-checkpoint {input.pretrained:q}"
         " --out-dir results/latent/{wildcards.dataset:q}/{wildcards.exp:q}/train"
         " --state-dir results/state/latent/{wildcards.dataset:q}/{wildcards.exp:q} > {log:q} 2>&1"
 
@@ -46,6 +47,7 @@ rule eval_latent:
         encoder_manifest=encoder_manifest,
         checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        fit_data=wire_fit_data,
     output:
         metrics=expand(
             "results/latent/{{dataset}}/{{exp}}/eval/{model}/{variant}/metrics.json",
@@ -71,4 +73,5 @@ rule eval_latent:
         " --manifests {input.manifests:q} --encoder-manifest {input.encoder_manifest:q}"
         " --config-json {params.cfg:q} --exp {wildcards.exp:q}"
         " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --fit-data {input.fit_data:q}"
         " --out-dir results/latent/{wildcards.dataset:q}/{wildcards.exp:q}/eval > {log:q} 2>&1"

@@ -1,0 +1,318 @@
+"""Encoder pretraining through the frozen receivers: continuation + reconstruction (ARC-Encoder's recipe).
+
+Before any QA supervision, the encoder (and each receiver's projector) learns to make the frozen
+receivers read Z as text. Every example is one context of the TRAIN split's articles (no
+validation / test article may appear: :func:`pretrain_contexts` refuses them), turned into one of
+two tasks:
+
+- **continuation** (share ``continuation_share``): the first s words of the context (s drawn in
+  [40 %, 80 %] of it, at most ``max_segment_words``) are compressed; the receiver, reading only
+  ``[Z | continue_cue]``, must continue with the next ``continuation_tokens`` tokens of the context;
+- **reconstruction**: the first ``max_segment_words`` words are compressed and the receiver reads
+  ``[Z | reconstruct_cue]`` and reproduces them (up to ``reconstruct_tokens`` tokens).
+
+The receivers see plain soft tokens, no chat template (as ARC pretrains on base decoders); QA
+fine-tuning later puts Z in the prompt contract's content slot. A step encodes the batch once and
+runs each receiver's teacher-forced CE in turn against a detached Z leaf, as ``train.train_step``
+does (or one sampled receiver with ``sample_receiver``). The output checkpoint holds the encoder's
+and the projectors' trainable tensors; a fine-tuning experiment that names this run
+(``latent.encoder.pretrained``) starts from it (:func:`load_pretrained`).
+
+Shapes: B batch, M slots, d_z latent width, S soft tokens a receiver reads, A target tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from latentwire.batching import collate, embed_ids
+from latentwire.config import ConfigError
+from latentwire.encoders import load_trainable_state_dict
+from latentwire.interlingua import Interlingua, LatentArgs
+from latentwire.io import atomic_path, write_json
+from latentwire.models import LoadedModel
+from latentwire.scoring import answer_logits
+
+log = logging.getLogger(__name__)
+TASKS = ("continuation", "reconstruction")
+PRETRAINED_PARTS = ("encoder.", "adapters.")  # what a pretraining checkpoint holds
+
+
+@dataclass
+class PretrainArgs:
+    """Schedule and task mix of one pretraining run."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    continuation_share: float = 0.8  # the rest is reconstruction
+    max_segment_words: int = 160  # words of a context that are compressed, at most
+    continuation_tokens: int = 64  # receiver tokens of a continuation target, at most
+    reconstruct_tokens: int = 256  # receiver tokens of a reconstruction target, at most
+    continue_cue: str = ""  # real tokens after Z that name the task
+    reconstruct_cue: str = "\nRepeat the text above:\n"
+    sample_receiver: bool = False  # one receiver per step (ARC) instead of every receiver in turn
+    heldout_contexts: int = 32  # train-split contexts kept out of the steps, for the loss curve
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ConfigError("pretrain: steps and batch_size must be ≥ 1, warmup_steps ≥ 0")
+        if not 0.0 <= self.continuation_share <= 1.0:
+            raise ConfigError("pretrain.continuation_share: must be in [0, 1]")
+        if min(self.max_segment_words, self.continuation_tokens, self.reconstruct_tokens) < 1:
+            raise ConfigError("pretrain: max_segment_words, continuation_tokens, reconstruct_tokens ≥ 1")
+        if self.heldout_contexts < 0:
+            raise ConfigError("pretrain.heldout_contexts: must be ≥ 0")
+
+
+@dataclass
+class PretrainRunArgs:
+    """Everything one ``pretrain-encoder`` job needs: the modules and the schedule."""
+
+    latent: LatentArgs = field(default_factory=LatentArgs)
+    pretrain: PretrainArgs = field(default_factory=PretrainArgs)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        a = self.latent
+        if not a.shallow or a.deep_prefix.enabled or a.coprocessor.enabled or a.lora.rank or a.gist_tokens:
+            raise ConfigError("pretrain.latent: pretraining trains the encoder + shallow projectors only")
+
+
+def pretrain_contexts(train_df, held_out: list) -> list[str]:
+    """The distinct contexts of the train split, refusing any article of the held-out splits.
+
+    ``held_out``: the validation / test frames. Raises ValueError when a train row is not marked
+    ``train``, or an article title or context of a held-out split appears among the train rows.
+    """
+    splits = set(train_df["split"])
+    if splits != {"train"}:
+        raise ValueError(f"pretraining reads the train split only, got splits {sorted(splits)}")
+    titles = set(train_df["title"])
+    bad_titles = sorted(titles & {t for df in held_out for t in df["title"]})
+    if bad_titles:
+        raise ValueError(f"pretraining: held-out articles among the train rows: {bad_titles[:5]}")
+    contexts = list(dict.fromkeys(str(c) for c in train_df["context"]))
+    forbidden = {str(c) for df in held_out for c in df["context"]}
+    if forbidden & set(contexts):
+        raise ValueError("pretraining: a held-out context appears among the train rows")
+    return contexts
+
+
+def make_task(context: str, task: str, args: PretrainArgs, rng: np.random.Generator) -> tuple[str, str]:
+    """(segment the encoder reads, target text the receiver must produce) for one context."""
+    words = context.split()
+    if task == "continuation" and len(words) >= 2:
+        s = int(len(words) * rng.uniform(0.4, 0.8))
+        s = max(1, min(s, args.max_segment_words, len(words) - 1))
+        return " ".join(words[:s]), " " + " ".join(words[s:])
+    segment = " ".join(words[: args.max_segment_words])
+    return segment, segment
+
+
+def _targets(lm: LoadedModel, targets: list[str], tasks: list[str], args: PretrainArgs) -> list[list[int]]:
+    """Receiver token ids of each target, cut to its task's budget (at least one token)."""
+    out = []
+    for text, task in zip(targets, tasks):
+        cap = args.continuation_tokens if task == "continuation" else args.reconstruct_tokens
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:cap]
+        out.append(ids or [lm.tokenizer.eos_token_id or 0])
+    return out
+
+
+def receiver_loss(
+    lm: LoadedModel,
+    il: Interlingua,
+    z: torch.Tensor,
+    targets: list[str],
+    tasks: list[str],
+    args: PretrainArgs,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean target-token CE of receiver ``lm`` reading Z (B, M, d_z); also the mean per task."""
+    soft = il.read(z, lm.spec.name).soft.to(lm.dtype)  # (B, S, d)
+    cues = {t: getattr(args, "continue_cue" if t == "continuation" else "reconstruct_cue") for t in TASKS}
+    cue_emb = {
+        t: embed_ids(lm.model, lm.tokenizer(c, add_special_tokens=False)["input_ids"], lm.device)
+        if c
+        else None
+        for t, c in cues.items()
+    }
+    prompts = [
+        soft[i] if cue_emb[t] is None else torch.cat([soft[i], cue_emb[t]]) for i, t in enumerate(tasks)
+    ]
+    b = collate(lm.model, prompts, _targets(lm, targets, tasks, args))
+    with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
+        logits = answer_logits(lm.model, b)  # (B, A, V)
+    tok = F.cross_entropy(logits.transpose(1, 2), b.answer_ids, ignore_index=-100, reduction="none")  # (B, A)
+    real = (b.answer_ids != -100).float()
+    loss = (tok * real).sum() / real.sum()
+    per = ((tok * real).sum(1) / real.sum(1)).detach()  # (B,)
+    parts = {t: float(per[[i for i, x in enumerate(tasks) if x == t]].mean()) for t in TASKS if t in tasks}
+    return loss, parts
+
+
+def _batch(contexts: list[str], args: PretrainArgs, rng: np.random.Generator, n: int):
+    picks = rng.choice(len(contexts), min(n, len(contexts)), replace=False)
+    tasks = ["continuation" if rng.random() < args.continuation_share else "reconstruction" for _ in picks]
+    pairs = [make_task(contexts[i], t, args, rng) for i, t in zip(picks, tasks)]
+    return [p[0] for p in pairs], [p[1] for p in pairs], tasks
+
+
+def pretrain_step(lms, il: Interlingua, args: PretrainArgs, contexts, step: int, params, opt, sched) -> dict:
+    """One optimizer step on a fresh batch (per-step RNG: reproducible without state). Returns its log."""
+    rng = np.random.default_rng(args.seed * 1_000_003 + step)
+    segments, targets, tasks = _batch(contexts, args, rng, args.batch_size)
+    chosen = [lms[int(rng.integers(len(lms)))]] if args.sample_receiver else lms
+    z = il.encode(segments)  # (B, M, d_z), with the encoder's graph
+    z_leaf = z.detach().requires_grad_(True)
+    record: dict = {"step": step + 1, "lr": sched.get_last_lr()[0]}
+    for lm in chosen:  # one receiver's graph at a time
+        loss, parts = receiver_loss(lm, il, z_leaf, targets, tasks, args)
+        (loss / len(chosen)).backward()
+        record[lm.spec.name] = {"loss": float(loss.detach()), **parts}
+    z.backward(z_leaf.grad)
+    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip))
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return record
+
+
+@torch.no_grad()
+def heldout_loss(lms, il: Interlingua, args: PretrainArgs, contexts: list[str]) -> dict:
+    """Mean CE per receiver and task on fixed held-out train contexts (the same tasks every time)."""
+    if not contexts:
+        return {}
+    was = il.training
+    il.eval()
+    rng = np.random.default_rng(args.seed + 7)
+    segments, targets, tasks = _batch(contexts, args, rng, len(contexts))
+    out = {}
+    for lm in lms:
+        losses, parts_all = [], {}
+        for s in range(0, len(segments), args.batch_size):
+            sl = slice(s, s + args.batch_size)
+            loss, parts = receiver_loss(lm, il, il.encode(segments[sl]), targets[sl], tasks[sl], args)
+            losses.append(float(loss))
+            for k, v in parts.items():
+                parts_all.setdefault(k, []).append(v)
+        out[lm.spec.name] = {
+            "loss": float(np.mean(losses)),
+            **{k: float(np.mean(v)) for k, v in parts_all.items()},
+        }
+    il.train(was)
+    return out
+
+
+def _schedule(args: PretrainArgs):
+    def f(step: int) -> float:  # linear warm-up, cosine to 10 %
+        if step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        progress = (step - args.warmup_steps) / max(args.steps - args.warmup_steps, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return f
+
+
+def pretrain(
+    lms: list[LoadedModel], il: Interlingua, run: PretrainRunArgs, contexts: list[str], out_dir
+) -> dict:
+    """Pretrain ``il``'s encoder and projectors on ``contexts``; writes ``encoder.safetensors``,
+    ``pretrain_log.jsonl`` and ``pretrain_summary.json`` under ``out_dir``. Returns the summary."""
+    a = run.pretrain
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_held = min(a.heldout_contexts, len(contexts) // 2)
+    order = np.random.default_rng(a.seed).permutation(len(contexts))
+    held = [contexts[i] for i in order[:n_held]]
+    train_ctx = [contexts[i] for i in order[n_held:]]
+    params = il.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(a))
+    start = heldout_loss(lms, il, a, held)
+    log.info("held-out loss before pretraining: %s", start)
+    t0 = time.time()
+    il.train()
+    with open(out_dir / "pretrain_log.jsonl", "w", encoding="utf-8") as f:
+        for step in range(a.steps):
+            record = pretrain_step(lms, il, a, train_ctx, step, params, opt, sched)
+            f.write(json.dumps(record) + "\n")
+            if (step + 1) % a.log_every == 0 or step == 0:
+                log.info("pretrain step %d %s", step + 1, record)
+    end = heldout_loss(lms, il, a, held)
+    log.info("held-out loss after pretraining: %s", end)
+    save_pretrained(il, out_dir / "encoder.safetensors")
+    summary = {
+        "steps": a.steps,
+        "contexts": len(train_ctx),
+        "heldout_contexts": len(held),
+        "heldout_before": start,
+        "heldout_after": end,
+        "train_seconds": time.time() - t0,
+        "trainable_parameters": sum(p.numel() for p in params),
+    }
+    write_json(out_dir / "pretrain_summary.json", summary)
+    return summary
+
+
+def save_pretrained(il: Interlingua, path: str | Path) -> None:
+    """The encoder's and the projectors' trainable tensors (safetensors, written atomically)."""
+    sd = {k: v.contiguous() for k, v in il.trainable_state_dict().items() if k.startswith(PRETRAINED_PARTS)}
+    with atomic_path(Path(path)) as tmp:
+        save_file(sd, str(tmp))
+
+
+def load_pretrained(il: Interlingua, path: str | Path) -> None:
+    """Start ``il`` from a pretraining checkpoint: the encoder strictly (same architecture), and the
+    projectors strictly when the checkpoint has them (same receivers and adapter)."""
+    sd = load_file(str(path))
+    other = sorted(k for k in sd if not k.startswith(PRETRAINED_PARTS))
+    if other:
+        raise KeyError(f"{path}: not a pretraining checkpoint (keys {other[:3]})")
+    load_trainable_state_dict(
+        il.encoder, {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    )
+    adapters = {k[len("adapters.") :]: v for k, v in sd.items() if k.startswith("adapters.")}
+    if adapters:
+        il.adapters.load_state_dict(adapters, strict=True)
+    log.info("started from pretrained %s (%d tensors)", path, len(sd))
+
+
+ARCH_FIELDS = ("name", "source_model", "d_z", "drop_last", "train_layers", "lora_rank")
+
+
+def check_pretrained(exp: str, latent: LatentArgs, pretrains: dict[str, PretrainRunArgs]) -> None:
+    """A fine-tuning experiment that names a pretraining run must build the same encoder and
+    projectors (pooling factor, slot cap and masks may differ: they hold no parameters)."""
+    name = latent.encoder.pretrained
+    if name is None:
+        return
+    where = f"latent.experiments.{exp}.latent.encoder.pretrained"
+    if name not in pretrains:
+        raise ConfigError(f"{where}: {name!r} is not a pretrain run; known: {sorted(pretrains)}")
+    pre = pretrains[name].latent
+    diff = [k for k in ARCH_FIELDS if getattr(pre.encoder, k) != getattr(latent.encoder, k)]
+    diff += [
+        f"adapter.{k}"
+        for k in ("kind", "hidden", "markers", "calibrate_rms")  # calibrate_rms: the log_scale gain
+        if getattr(pre.adapter, k) != getattr(latent.adapter, k)
+    ]
+    if diff:
+        raise ConfigError(
+            f"{where}: pretrain run {name!r} builds another encoder/projector ({', '.join(diff)})"
+        )

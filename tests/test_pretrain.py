@@ -1,0 +1,315 @@
+"""Pretraining of the pooled-lm encoder on two tiny receivers: only train-split articles are read,
+the loss goes down, the checkpoint starts a QA fine-tuning run (train_latent's code path) whose
+loss goes down too, and the workflow-level compatibility check."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from latentwire.config import ConfigError, from_dict, to_dict
+from latentwire.data.schema import COLUMNS
+from latentwire.models import load_model, materialize
+from latentwire.models.tiny import save_tiny
+from latentwire.pretrain import (
+    PretrainArgs,
+    PretrainRunArgs,
+    check_pretrained,
+    load_pretrained,
+    make_task,
+    pretrain,
+    pretrain_contexts,
+    pretrain_step,
+    save_pretrained,
+)
+from latentwire.train import LatentRunArgs, build_interlingua, train
+from latentwire.wire import WireArgs
+
+CPU = torch.device("cpu")
+CITIES = [
+    ("Paris", "France"),
+    ("Rome", "Italy"),
+    ("Berlin", "Germany"),
+    ("Madrid", "Spain"),
+    ("Lisbon", "Portugal"),
+    ("Vienna", "Austria"),
+    ("Oslo", "Norway"),
+    ("Dublin", "Ireland"),
+]
+
+
+def frame(split: str, rows, start: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": f"q{start + i}",
+                "question": f"What is the capital of {country}?",
+                "context": f"{city} is the capital and largest city of {country}. It lies on a river.",
+                "answers": [city],
+                "title": country,
+                "split": split,
+                "dataset": "toy",
+            }
+            for i, (city, country) in enumerate(rows)
+        ]
+    )
+
+
+TRAIN_DF, VAL_DF, TEST_DF = (
+    frame("train", CITIES[:6], 0),
+    frame("validation", CITIES[6:7], 6),
+    frame("test", CITIES[7:], 7),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lms(make_local_spec, tmp_path_factory):
+    out = []
+    for family, name in (("llama", "tiny-llama3.2"), ("qwen2", "tiny-qwen2.5")):
+        root = tmp_path_factory.mktemp(f"pre-{family}")
+        spec = make_local_spec(name, save_tiny(family, root / "model"), context_limit=1024)
+        materialize(spec, root / "cache")
+        out.append(load_model(spec, root / "cache" / "manifest.json", device="cpu"))
+    return out
+
+
+LATENT = {
+    "n_shared": 6,
+    "n_private": 0,
+    "encoder": {
+        "name": "pooled-lm",
+        "source_model": "tiny-qwen2.5",
+        "d_z": 32,
+        "drop_last": 0,
+        "train_layers": 1,
+        "pool_factor": 4,
+    },
+    "adapter": {"kind": "linear2", "hidden": 32, "markers": True},
+}
+
+
+def pre_run(**pretrain) -> PretrainRunArgs:
+    cfg = {"latent": LATENT, "pretrain": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, **pretrain}}
+    return from_dict(PretrainRunArgs, cfg, where="pretrain")
+
+
+def test_pretrain_contexts_refuse_held_out_articles():
+    assert len(pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF])) == 6
+    leaked = pd.concat([TRAIN_DF, VAL_DF.assign(split="train")])
+    with pytest.raises(ValueError, match="held-out articles"):
+        pretrain_contexts(leaked, [VAL_DF, TEST_DF])
+    with pytest.raises(ValueError, match="train split only"):
+        pretrain_contexts(pd.concat([TRAIN_DF, VAL_DF]), [TEST_DF])
+
+
+def test_tasks_split_a_context():
+    import numpy as np
+
+    ctx = " ".join(f"w{i}" for i in range(20))
+    seg, cont = make_task(ctx, "continuation", PretrainArgs(), np.random.default_rng(0))
+    assert (seg + cont).split() == ctx.split() and 8 <= len(seg.split()) <= 16
+    seg, target = make_task(
+        ctx, "reconstruction", PretrainArgs(max_segment_words=5), np.random.default_rng(0)
+    )
+    assert seg == target == "w0 w1 w2 w3 w4"
+
+
+def test_pretraining_reads_train_articles_only_and_writes_a_checkpoint(lms, tmp_path):
+    run = pre_run(steps=3, heldout_contexts=2)
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    seen: list[str] = []
+    forward = il.encoder.forward
+    il.encoder.forward = lambda texts: (seen.extend(texts), forward(texts))[1]
+    summary = pretrain(lms, il, run, pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF]), tmp_path)
+    train_words = [c.split() for c in TRAIN_DF["context"]]
+    assert seen and all(any(w[: len(s.split())] == s.split() for w in train_words) for s in seen)
+    held_out = set(VAL_DF["title"]) | set(TEST_DF["title"]) | set(VAL_DF["context"]) | set(TEST_DF["context"])
+    assert not any(t in s for s in seen for t in held_out)
+    assert summary["steps"] == 3 and summary["contexts"] == 4 and summary["heldout_contexts"] == 2
+    log = [json.loads(x) for x in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert (tmp_path / "encoder.safetensors").is_file()
+
+
+def test_pretraining_loss_goes_down(lms):
+    run = pre_run(batch_size=2, lr=5e-3, continuation_share=0.0)  # the same 2 reconstructions each step
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    params = il.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=run.pretrain.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ctx = list(TRAIN_DF["context"][:2])
+    log = [pretrain_step(lms, il, run.pretrain, ctx, s, params, opt, sched) for s in range(6)]
+    for lm in lms:
+        losses = [r[lm.spec.name]["loss"] for r in log]
+        assert losses[-1] < losses[0] - 0.03, (lm.spec.name, losses)  # random tiny models move slowly
+        assert all(r[lm.spec.name].keys() == {"loss", "reconstruction"} for r in log)
+
+
+def qa_run(steps: int, **latent) -> LatentRunArgs:
+    cfg = {
+        "latent": {**LATENT, **latent},
+        "prompt": {"system_prompt": "", "user_template": "{content}", "answer_prefix": ""},
+        "loss": {"w_answer": 1.0, "w_first": 0.5},
+        "train": {
+            "steps": steps,
+            "batch_size": 6,  # the whole train split every step: the loss curve is not batch noise
+            "lr": 3e-3,
+            "warmup_steps": 1,
+            "eval_every": steps,
+            "val_examples": 1,
+            "log_every": 1000,
+            "collapse_after": 1000,
+        },
+        "eval": {"batch_size": 4, "max_new_tokens": 3},
+    }
+    return from_dict(LatentRunArgs, cfg, where="latent")
+
+
+def test_pretrained_checkpoint_starts_qa_fine_tuning(lms, tmp_path):
+    """Pretrain at PF 8 (cap 6), fine-tune at PF 4 (cap 8) through train(): the encoder and
+    projectors start exactly from the checkpoint and five steps lower both receivers' loss."""
+    run = pre_run(steps=2)
+    run.latent.encoder.pool_factor = 8
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    pretrain(lms, il, run, pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF]), tmp_path / "pre")
+    ckpt = tmp_path / "pre" / "encoder.safetensors"
+    qa = qa_run(5, n_shared=8, encoder={**LATENT["encoder"], "pool_factor": 4, "pretrained": "p8"})
+    torch.manual_seed(1)
+    fresh = build_interlingua(qa.latent, lms, CPU)
+    load_pretrained(fresh, ckpt)
+    want = {k: v for k, v in il.trainable_state_dict().items()}
+    got = fresh.trainable_state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    summary = train(lms, qa, TRAIN_DF, VAL_DF, tmp_path / "qa", CPU, init_from=ckpt)
+    assert summary["stopped"] == "completed" and summary["steps"] == 5
+    log = [json.loads(x) for x in (tmp_path / "qa" / "train_log.jsonl").read_text().splitlines()]
+    for lm in lms:
+        losses = [r[lm.spec.name]["loss"] for r in log]
+        assert losses[-1] < losses[0], (lm.spec.name, losses)
+
+
+def test_save_load_round_trip_is_bit_identical(lms, tmp_path):
+    run = pre_run()
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    with torch.no_grad():
+        for p in il.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_pretrained(il, tmp_path / "e.safetensors")
+    torch.manual_seed(3)
+    other = build_interlingua(run.latent, lms, CPU)
+    load_pretrained(other, tmp_path / "e.safetensors")
+    il.eval(), other.eval()
+    assert il.positions() == 6 + 2  # the cap's slots plus the begin / end markers
+    texts = list(TRAIN_DF["context"][:3])
+    with torch.no_grad():
+        z = il.encode(texts)
+        assert torch.equal(other.encode(texts), z)
+        for lm in lms:
+            assert torch.equal(other.read(z, lm.spec.name).soft, il.read(z, lm.spec.name).soft)
+
+
+def test_check_pretrained():
+    pre = {"p8": pre_run()}
+    ok = qa_run(5, encoder={**LATENT["encoder"], "pool_factor": 2, "pretrained": "p8"})
+    check_pretrained("e", ok.latent, pre)
+    with pytest.raises(ConfigError, match="not a pretrain run"):
+        check_pretrained("e", qa_run(5, encoder={**LATENT["encoder"], "pretrained": "nope"}).latent, pre)
+    with pytest.raises(ConfigError, match="d_z"):
+        check_pretrained(
+            "e", qa_run(5, encoder={**LATENT["encoder"], "d_z": 16, "pretrained": "p8"}).latent, pre
+        )
+    # a projector without the calibration gain could not load the checkpoint's log_scale: refused at parse
+    uncalibrated = {**LATENT["adapter"], "calibrate_rms": False}
+    with pytest.raises(ConfigError, match=r"\(adapter.calibrate_rms\)"):
+        check_pretrained(
+            "e",
+            qa_run(5, encoder={**LATENT["encoder"], "pretrained": "p8"}, adapter=uncalibrated).latent,
+            pre,
+        )
+
+
+def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_path):
+    """What the rules run: pretrain-encoder → train-latent --init-checkpoint → eval-latent with the
+    int8 / int4 / pq wire variants (pq fitted on the train split), on the tiny receivers."""
+    import yaml
+
+    from latentwire.cli.main import main
+    from latentwire.data.prepare import write_splits
+
+    registry = tmp_path / "models.yaml"
+    entries = {
+        lm.spec.name: {"family": "tiny", "source": {"kind": "local", "path": lm.spec.source.path}}
+        for lm in lms
+    }
+    registry.write_text(yaml.safe_dump({"models": entries}))
+    manifests = []
+    for lm in lms:  # the same local exports, materialized again (fast: a local folder)
+        materialize(lm.spec, tmp_path / f"cache-{lm.spec.name}")
+        manifests.append(str(tmp_path / f"cache-{lm.spec.name}" / "manifest.json"))
+    frames = {"train": TRAIN_DF, "validation": VAL_DF, "test": TEST_DF}
+    write_splits({k: v[list(COLUMNS)] for k, v in frames.items()}, tmp_path / "data", {})
+    data = {k: str(tmp_path / "data" / f"{k}.parquet") for k in frames}
+    models = [
+        "--registry",
+        str(registry),
+        "--models",
+        *(lm.spec.name for lm in lms),
+        "--manifests",
+        *manifests,
+    ]
+    pre = pre_run(steps=2, heldout_contexts=1)
+    pre.device = "cpu"
+    assert main(["pretrain-encoder", *models, "--config-json", json.dumps(to_dict(pre)), "--train", data["train"],
+                 "--held-out", data["validation"], data["test"], "--out-dir", str(tmp_path / "pre")]) == 0  # fmt: skip
+    ckpt = tmp_path / "pre" / "encoder.safetensors"
+    qa = qa_run(3, n_shared=8, encoder={**LATENT["encoder"], "pretrained": "p"})
+    qa.latent.wire = from_dict(
+        WireArgs, {"formats": ["int8", "int4", "pq"], "pq_subvectors": 4, "pq_bits": 3}
+    )
+    qa.eval.device, qa.eval.n_examples = "cpu", 0
+    cfg = ["--config-json", json.dumps(to_dict(qa)), "--exp", "p4"]
+    assert main(["train-latent", *models, *cfg, "--train", data["train"], "--validation", data["validation"],
+                 "--init-checkpoint", str(ckpt), "--out-dir", str(tmp_path / "train")]) == 0  # fmt: skip
+    run = json.loads((tmp_path / "train" / "run.json").read_text())
+    assert run["provenance"]["config"]["init_checkpoint"] == str(ckpt)
+    assert main(["eval-latent", *models, *cfg, "--checkpoint", str(tmp_path / "train" / "best.safetensors"),
+                 "--data", data["test"], "--fit-data", data["train"], "--out-dir", str(tmp_path / "eval")]) == 0  # fmt: skip
+    for lm in lms:
+        got = {v: json.loads((tmp_path / "eval" / lm.spec.name / v / "metrics.json").read_text()) for v in
+               ("latent", "shuffled", "zero", "int8", "int4", "pq")}  # fmt: skip
+        assert got["int8"]["payload_bytes"] == 8 * 32 + 2 * 8  # M × d_z × 8 / 8 + fp16 scale per slot
+        assert got["int4"]["payload_bytes"] == 8 * 32 // 2 + 2 * 8
+        assert got["pq"]["payload_bytes"] == 8 * 4 * 3 // 8 and got["pq"]["codebook_bytes"] == 4 * 8 * 8 * 2
+        assert got["pq"]["system"] == "latent:p4:pq"
+        assert got["shuffled"]["control"] == "shuffled" and got["zero"]["control"] == "zero"
+    joint = json.loads((tmp_path / "eval" / "joint.json").read_text())
+    assert {"f1_joint", "f1_oracle", "f1_best_single"} <= set(joint)  # joint rescoring ran on the same Z
+
+
+def test_pretrained_encoder_feeds_a_deep_prefix_head(lms, tmp_path):
+    """Z of the pretrained pooled encoder read as per-layer K/V (deep prefix) beside the soft tokens:
+    the prefix generators start fresh, everything trains through train()."""
+    run = pre_run(steps=1)
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    save_pretrained(il, tmp_path / "e.safetensors")
+    qa = qa_run(2, deep_prefix={"enabled": True, "hidden": 32})
+    summary = train(lms, qa, TRAIN_DF, VAL_DF, tmp_path / "qa", CPU, init_from=tmp_path / "e.safetensors")
+    assert summary["stopped"] == "completed"
+    from safetensors.torch import load_file
+
+    best = load_file(str(tmp_path / "qa" / "best.safetensors"))
+    assert any(k.startswith("deep.") for k in best) and any(k.startswith("encoder.top.") for k in best)

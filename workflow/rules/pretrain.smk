@@ -1,0 +1,41 @@
+# Encoder pretraining (continuation + reconstruction through the frozen receivers, train-split
+# contexts only) per (dataset, pretrain run, seed); train_latent of an experiment whose encoder names
+# the run (latent.encoder.pretrained) starts from its checkpoint, at the experiment's train.seed.
+
+
+rule pretrain_encoder:
+    input:
+        registry=config["registry"],
+        manifests=PLAN.manifests(),
+        encoder_manifest=pretrain_encoder_manifest,
+        train="results/data/{dataset}/train.parquet",
+        held_out=[
+            "results/data/{dataset}/validation.parquet",
+            "results/data/{dataset}/test.parquet",
+        ],
+    output:
+        checkpoint="results/pretrain/{dataset}/{pretrain}/s{seed}/encoder.safetensors",
+        summary="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_summary.json",
+        log_jsonl="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_log.jsonl",
+    log:
+        "logs/pretrain/{dataset}/{pretrain}/s{seed}.log",
+    benchmark:
+        "benchmarks/pretrain/{dataset}/{pretrain}/s{seed}.tsv"
+    wildcard_constraints:
+        pretrain="|".join(map(re.escape, PLAN.pretrains)) or "no-pretrain",
+        seed="[0-9]+",
+    conda:
+        "../envs/latentwire.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=480,
+    params:
+        cfg=pretrain_json,
+        models=PLAN.models,
+    shell:
+        "latentwire pretrain-encoder --registry {input.registry} --models {params.models}"
+        " --manifests {input.manifests} --encoder-manifest {input.encoder_manifest}"
+        " --config-json {params.cfg:q} --threads {threads}"
+        " --train {input.train} --held-out {input.held_out}"
+        " --out-dir results/pretrain/{wildcards.dataset}/{wildcards.pretrain}/s{wildcards.seed} > {log} 2>&1"
