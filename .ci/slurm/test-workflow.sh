@@ -205,7 +205,9 @@ run_sm ablation-dry -n || die "dry run after the ablation change failed"
 planned=$(dry_run_jobs ablation-dry | LC_ALL=C sort)
 while read -r j; do echo "  planned: $j"; done <<<"$planned"
 expect_only "ablation (dry run)" "$planned" "rule_baseline_wildcards_squad_[A-Za-z0-9.-]+_budget-$NEW_BUDGET|rule_[a-z_]*table[a-z_]*"
-[ "$(grep -c "_budget-$NEW_BUDGET\$" <<<"$planned")" = 2 ] || die "expected 2 budget-$NEW_BUDGET baseline jobs (one per model)"
+# one per receiver: the config's models and each latent.extensions newcomer (it gets the baselines too)
+n_models=$(python -c "import yaml; c = yaml.safe_load(open('$WF/config/config.yaml')); print(len(c['models']) + len((c.get('latent') or {}).get('extensions') or {}))")
+[ "$(grep -c "_budget-$NEW_BUDGET\$" <<<"$planned")" = "$n_models" ] || die "expected $n_models budget-$NEW_BUDGET baseline jobs (one per receiver)"
 ok "the dry run plans only the budget-$NEW_BUDGET jobs and the aggregate (so the resumed run had completed the rest)"
 run_sm ablation || die "run after the ablation change failed (exit $?), see $LOGS/ablation.log"
 grep -E 'has been submitted with SLURM jobid' "$LOGS/ablation.log" | sed 's/^/  /'
