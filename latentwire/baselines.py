@@ -23,7 +23,7 @@ from latentwire.batching import embed_ids
 from latentwire.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
 from latentwire.evaluate import EvalArgs, PromptMaker
 from latentwire.models import LoadedModel
-from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text
+from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text, prompt_for
 
 _BASELINE = re.compile(r"^(text|closed)$|^(budget|tail|lexical|selfinfo|oracle|select-text)-([1-9]\d*)$")
 
@@ -61,8 +61,12 @@ def text_prompt_maker(
 
     ``windows``: content text -> ``select-windows`` record (``select-text-M`` only). ``gold``: content
     text -> gold answers, for the ``oracle-M`` upper bound only (every other kind never sees it).
+    Both are keyed by the content text of the run's ``prompt_args`` (the encoder's text); the prompt
+    itself is ``lm``'s own (registry override merged, :func:`~latentwire.prompt.prompt_for`).
     """
+    run_args = prompt_args
     kind, budget = parse_baseline(name)
+    prompt_args = prompt_for(lm.spec, prompt_args)
     tok, chat = lm.tokenizer, lm.uses_chat_template
     limit = lm.spec.context_limit
     if kind == "select-text" and windows is None:
@@ -102,17 +106,17 @@ def text_prompt_maker(
         return embeds, facts
 
     def _selected(view: dict, full: PromptIds, selector) -> list[int]:
-        text = content_text(view, prompt_args)
+        text, key = content_text(view, prompt_args), content_text(view, run_args)
         ids, offsets = content_offsets(tok, text)
         if ids != full.content:
             raise ValueError(f"{lm.spec.name}: offset tokenization differs from the prompt's content ids")
         c = Content(text, ids, offsets, full.prefix)
         if kind == "oracle":
-            c.answers = gold[text]
+            c.answers = gold[key]
         if kind == "select-text":
-            if text not in windows:
+            if key not in windows:
                 raise KeyError(f"baseline {name}: no select window for an example (content {text[:60]!r}…)")
-            c.window = windows[text]
+            c.window = windows[key]
         return selector(c, budget, lm)
 
     return make

@@ -49,7 +49,7 @@ from latentwire.models.synthetic import (
     build_random_receiver,
     synthetic_examples,
 )
-from latentwire.prompt import answer_ids, build_prompt, eos_id
+from latentwire.prompt import answer_ids, build_prompt, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.train import LatentRunArgs, build_interlingua, train_step
 
@@ -299,9 +299,8 @@ def layout_info(lms: list[LoadedModel], run: LatentRunArgs, examples: list[dict]
     out: dict = {"batch_size": len(examples), "slots": slots, "per_model": {}}
     for lm in lms:
         chat = lm.uses_chat_template
-        text = [
-            len(build_prompt(model_view(e), lm.tokenizer, run.prompt, chat, "text").ids) for e in examples
-        ]
+        own = prompt_for(lm.spec, run.prompt)
+        text = [len(build_prompt(model_view(e), lm.tokenizer, own, chat, "text").ids) for e in examples]
         T_p = _latent_prompt_len(lm, run, examples, slots)
         out["per_model"][lm.spec.name] = {
             "scaffold_tokens": T_p - slots,
@@ -349,15 +348,15 @@ def device_info(device: torch.device) -> dict:
 def _latent_prompt_len(lm: LoadedModel, run: LatentRunArgs, examples: list[dict], slots: int) -> int:
     """T_p: the longest latent prompt (scaffold + M) of the batch for ``lm``."""
     chat = lm.uses_chat_template
-    ps = [build_prompt(model_view(e), lm.tokenizer, run.prompt, chat, "latent") for e in examples]
+    own = prompt_for(lm.spec, run.prompt)
+    ps = [build_prompt(model_view(e), lm.tokenizer, own, chat, "latent") for e in examples]
     return max(len(p.prefix) + len(p.suffix) for p in ps) + slots
 
 
 def _golds(lm: LoadedModel, run: LatentRunArgs, examples: list[dict]) -> list[list[int]]:
     eos = eos_id(lm.tokenizer, lm.spec.eos_token)
-    return [
-        answer_ids(e["answers"][0], lm.tokenizer, run.prompt, lm.uses_chat_template, eos) for e in examples
-    ]
+    own = prompt_for(lm.spec, run.prompt)
+    return [answer_ids(e["answers"][0], lm.tokenizer, own, lm.uses_chat_template, eos) for e in examples]
 
 
 def _timed(fn: Callable[[], object], args: BenchArgs, device: torch.device) -> list[float]:

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from latentwire.batching import collate, pad_answers
 from latentwire.config import FieldError
-from latentwire.generation import generate_and_score
+from latentwire.generation import generate_and_score, stop_at_strings
 from latentwire.kv_prefix import with_prefix
 from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem
-from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.prompt import PromptArgs, answer_ids, cut_at_stop, eos_id, prompt_for, stop_strings
 from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,12 @@ def evaluate(
     args: EvalArgs,
     desc: str = "eval",
 ) -> tuple[list[dict], dict[str, Any]]:
-    """Run generation + scoring over ``examples``; return (per-example rows, summary metrics)."""
+    """Run generation + scoring over ``examples``; return (per-example rows, summary metrics).
+
+    ``prompt_args``: the run's prompt; ``lm``'s registry override is applied here (prompt_for)."""
     tok, chat = lm.tokenizer, lm.uses_chat_template
+    prompt_args = prompt_for(lm.spec, prompt_args)
+    stops = stop_strings(prompt_args, chat)
     eos = eos_id(tok, lm.spec.eos_token)
     stop = {eos} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     rows: list[dict] = []
@@ -103,7 +107,13 @@ def evaluate(
         via_cache = scoring["method"] == "prefill-cache"
         batch, kw = with_prefix(lm.model, collate(lm.model, prompts), prefix)
         gen = generate_and_score(
-            lm.model, batch, args.max_new_tokens, stop, gold if via_cache else None, **kw
+            lm.model,
+            batch,
+            args.max_new_tokens,
+            stop,
+            gold if via_cache else None,
+            stop=stop_at_strings(tok, stops),
+            **kw,
         )
         logits = gen.answer_logits
         if scoring["check_max_abs_nll_diff"] is None or not via_cache:
@@ -127,7 +137,7 @@ def evaluate(
         B = len(chunk)
         for i, ex in enumerate(chunk):
             raw = tok.decode(gen.tokens[i], skip_special_tokens=True)
-            pred = postprocess_answer(raw)
+            pred = postprocess_answer(cut_at_stop(raw, stops))
             row = {
                 "id": ex["id"],
                 "title": ex.get("title", ""),  # the article: the bootstrap's cluster

@@ -4,12 +4,17 @@ Works for text prompts (embedded ids) and latent prefixes alike, since both arri
 ``inputs_embeds``. Scoring runs the gold answer through a copy of the prefilled cache, so the
 prompt is encoded once per example for both generation and NLL/first-token metrics. Timings
 synchronise CUDA around each timed region; prefill and decode are timed apart.
+
+A row stops at an eos id or, with a ``stop`` rule (:func:`stop_at_strings`), as soon as its text
+reaches a stop string (a base model's newline or next "Question:"), so no decode step is spent on
+text that post-processing would cut anyway.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +33,24 @@ class Generation:
     answer_logits: torch.Tensor | None = None  # (B, A, V) float32: logits predicting each gold token
 
 
+#: A stop rule: the ids generated so far for one row -> whether that row is done.
+StopRule = Callable[[list[int]], bool]
+
+
+def stop_at_strings(tok, strings: list[str]) -> StopRule | None:
+    """A stop rule that ends a row once its decoded text, leading whitespace aside, contains one of
+    ``strings`` (the stopping token is kept; :func:`latentwire.prompt.cut_at_stop` trims the text).
+    None when ``strings`` is empty."""
+    if not strings:
+        return None
+
+    def done(ids: list[int]) -> bool:
+        text = tok.decode(ids, skip_special_tokens=True).lstrip()
+        return any(s in text for s in strings)
+
+    return done
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -40,13 +63,15 @@ def generate_and_score(
     max_new_tokens: int,
     eos_ids: set[int],
     answers: torch.Tensor | None = None,
+    stop: StopRule | None = None,
     **model_kwargs,
 ) -> Generation:
     """Greedy continuation of every row of ``batch`` (a prompt-only batch).
 
     ``answers`` (B, A) long with -100 padding: when given, their teacher-forced logits are
     returned too, computed through a copy of the prefilled cache. ``model_kwargs`` go to the
-    prefill call only (for example a prefilled ``past_key_values``).
+    prefill call only (for example a prefilled ``past_key_values``). ``stop``: a text stop rule
+    checked on every row after each new token (:func:`stop_at_strings`).
     """
     device = batch.inputs_embeds.device
     B = batch.inputs_embeds.shape[0]
@@ -80,6 +105,8 @@ def generate_and_score(
         is_eos = torch.isin(nxt, eos)
         for i in (~done & ~is_eos).nonzero().flatten().tolist():
             tokens[i].append(int(nxt[i]))
+            if stop is not None and stop(tokens[i]):
+                done[i] = True
         done |= is_eos
         if bool(done.all()) or step == max_new_tokens - 1:
             break

@@ -15,7 +15,7 @@ from latentwire.evaluate import model_view
 from latentwire.kv_prefix import KVPrefix, with_prefix
 from latentwire.latent_prompts import latent_inputs
 from latentwire.metrics import f1_score, mean, normalize_answer
-from latentwire.prompt import answer_ids, content_text, eos_id
+from latentwire.prompt import answer_ids, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits, token_logprobs
 
 
@@ -27,7 +27,8 @@ def candidate_scores(
     deep prefix, if any). Returns B floats."""
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
-    ids = [answer_ids(c, tok, prompt_args, chat, eos) for c in candidates]
+    own = prompt_for(lm.spec, prompt_args)
+    ids = [answer_ids(c, tok, own, chat, eos) for c in candidates]
     batch, kw = with_prefix(lm.model, collate(lm.model, prompts, ids), prefix)
     lp = token_logprobs(answer_logits(lm.model, batch, **kw), pad_answers(ids, lm.device))
     n = torch.tensor([len(i) for i in ids], device=lp.device, dtype=lp.dtype)

@@ -58,6 +58,12 @@ def evaluate_latent(
 
     ``wire``: the wire formats, fitted where a format learns (pq: fitted on train texts by the caller);
     default: ``latent.wire`` unfitted, which serves int8 / int4.
+
+    ``run.prompt`` is the run's global prompt (k-shot examples attached for every receiver, see
+    :func:`latentwire.prompt.attach_shots`); each receiver's scaffold, gold ids, stop rule and joint
+    rescoring use its own merged prompt (:func:`latentwire.prompt.prompt_for`, applied by
+    ``latent_prompt_maker``, ``evaluate`` and ``rescore_jointly``), while the encoder reads the run's
+    content text, one Z for every receiver.
     """
     il.eval()
     wire = wire if wire is not None else Wire(run.latent.wire, run.latent.encoder.d_z)

@@ -20,7 +20,7 @@ from latentwire.evaluate import PromptMaker
 from latentwire.interlingua import Interlingua
 from latentwire.kv_prefix import KVPrefix, from_cache, with_prefix
 from latentwire.models import LoadedModel
-from latentwire.prompt import PromptArgs, build_prompt
+from latentwire.prompt import PromptArgs, build_prompt, content_text, prompt_for
 
 Control = Literal["none", "shuffled", "zero"]
 
@@ -34,7 +34,8 @@ def latent_inputs(
 ) -> tuple[list[torch.Tensor], KVPrefix | None]:
     """Per-example prompt embeddings (T_i, d) with Z's soft tokens in the content slot (if the
     shallow head is on) and the batch's deep K/V prefix (if on). Every training, evaluation and
-    rescoring forward builds its inputs here."""
+    rescoring forward builds its inputs here. The scaffold is ``lm``'s prompt (prompt_for)."""
+    prompt_args = prompt_for(lm.spec, prompt_args)
     reading = interlingua.read(z, lm.spec.name)
     soft = reading.soft.to(lm.dtype) if reading.soft is not None else None  # (B, S, d)
     # When the latent replaces question + context, the scaffold is the same for every example:
@@ -121,7 +122,11 @@ def latent_prompt_maker(
     encodes each example's donor (``donors``, from :func:`donor_map`) instead of the example;
     ``zero`` sends Z = 0. Facts record positions and payload bytes (fp16 Z on the wire). Returns
     (prompts, facts, deep prefix or None) per batch.
+
+    The encoder reads the content text of the run's ``prompt_args`` (one Z for all receivers, as in
+    training); the scaffold and facts use ``lm``'s own prompt (:func:`~latentwire.prompt.prompt_for`).
     """
+    own = prompt_for(lm.spec, prompt_args)
     total = interlingua.wire_slots()  # slots over the wire (an extended wire's newcomers add none)
     d_z = interlingua.args.encoder.d_z
     if control == "shuffled" and not donors:
@@ -129,10 +134,7 @@ def latent_prompt_maker(
 
     def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
         sources = [donors[(v["question"], v["context"])] for v in views] if control == "shuffled" else views
-        texts = [
-            build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent").content_text
-            for v in sources
-        ]
+        texts = [content_text(v, prompt_args) for v in sources]
         z = interlingua.encode(texts)  # (B, M, d_z)
         if z_transform is not None:
             z = z_transform(z)
@@ -147,7 +149,7 @@ def latent_prompt_maker(
         )
         facts = []
         for v, p, n_prefix in zip(views, prompts, P):
-            full = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "text")
+            full = build_prompt(v, lm.tokenizer, own, lm.uses_chat_template, "text")
             facts.append(
                 {
                     "prompt_tokens": p.shape[0] + int(n_prefix),  # every position the receiver attends over

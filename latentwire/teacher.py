@@ -40,7 +40,7 @@ from latentwire.lora import lora_disabled
 from latentwire.losses import TopKTeacher
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem
-from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
+from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id, prompt_for
 from latentwire.provenance import config_hash
 from latentwire.scoring import answer_logits
 
@@ -80,6 +80,7 @@ def prompt_hash(prompt: PromptArgs) -> str:
 
 def gold_ids(lm: LoadedModel, prompt: PromptArgs, examples: list[dict]) -> list[list[int]]:
     """Gold answer ids (first reference answer, ending in the end-of-answer id), as training uses."""
+    prompt = prompt_for(lm.spec, prompt)
     eos = eos_id(lm.tokenizer, lm.spec.eos_token)
     return [answer_ids(e["answers"][0], lm.tokenizer, prompt, lm.uses_chat_template, eos) for e in examples]
 
@@ -94,6 +95,7 @@ def text_teacher_logits(
     (A = the longest). Column j predicts answer token j, as in :func:`answer_logits`.
     """
     tok, chat = lm.tokenizer, lm.uses_chat_template
+    prompt = prompt_for(lm.spec, prompt)
     text = [build_prompt(v, tok, prompt, chat, "text").ids for v in views]
     with lora_disabled(lm.model):  # the teacher is the base model, even while LoRA trains
         embeds = [embed_ids(lm.model, t, lm.device) for t in text]  # each (T_i, d)
@@ -258,7 +260,7 @@ def load_teacher_caches(
             )
             continue
         caches[lm.spec.name] = cache = TeacherCache(path)
-        cache.check(lm.spec.name, prompt, k_tokens)
+        cache.check(lm.spec.name, prompt_for(lm.spec, prompt), k_tokens)
         missing = [i for i in ids or [] if i not in cache.rows]
         if missing:
             raise ValueError(f"{path}: {len(missing)} training examples not cached, e.g. {missing[:3]}")

@@ -44,7 +44,7 @@ from latentwire.io import write_json
 from latentwire.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.losses import LossArgs, loss_parts
 from latentwire.models import LoadedModel
-from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.prompt import PromptArgs, answer_ids, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.train import TrainArgs, _continues, _schedule
 
@@ -103,7 +103,8 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
     eos = eos_id(tok, lm.spec.eos_token)
     with torch.no_grad():
         embeds, _ = maker([model_view(e) for e in batch])  # [(T_i, d)]: frozen embeddings, no grad
-    golds = [answer_ids(e["answers"][0], tok, args.prompt, chat, eos) for e in batch]
+    own = prompt_for(lm.spec, args.prompt)  # the receiver's prompt (registry override)
+    golds = [answer_ids(e["answers"][0], tok, own, chat, eos) for e in batch]
     b = collate(lm.model, embeds, golds)
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b)  # (B, A, V)
@@ -137,6 +138,7 @@ def tuned_identity(lm: LoadedModel, args: TunedArgs, train_df, val_df, windows) 
     return {
         "tuned": cfg,
         "model": {"spec": to_dict(lm.spec), "manifest": lm.manifest},
+        "prompt": to_dict(prompt_for(lm.spec, args.prompt)),  # the model's own prompt, shots included
         "data": {"train": frame_digest(train_df), "validation": frame_digest(val_df)},
         "windows": json_digest(windows) if windows else None,
     }

@@ -51,7 +51,7 @@ from latentwire.lora import apply_lora
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.models.embed_scale import input_embed_scale
-from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id
+from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
 from latentwire.vocab_align import shared_vocab_map
@@ -235,7 +235,8 @@ def _step_loss(
     eos = eos_id(tok, lm.spec.eos_token)
     views = [model_view(e) for e in batch]
     prompts, prefix = latent_inputs(lm, il, run.prompt, views, z)
-    golds = [answer_ids(e["answers"][0], tok, run.prompt, chat, eos) for e in batch]
+    own = prompt_for(lm.spec, run.prompt)  # this receiver's prompt (registry override)
+    golds = [answer_ids(e["answers"][0], tok, own, chat, eos) for e in batch]
     b, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b, **kw)  # (B, A, V)
@@ -258,7 +259,8 @@ def _step_loss(
 def _gist_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, views: list[dict], z) -> torch.Tensor:
     """Masked MSE of the gist head's rebuild of the content embeddings (receiver's own tokens)."""
     T_max = run.latent.gist_tokens
-    ids = [build_prompt(v, lm.tokenizer, run.prompt, lm.uses_chat_template).content[:T_max] for v in views]
+    own = prompt_for(lm.spec, run.prompt)
+    ids = [build_prompt(v, lm.tokenizer, own, lm.uses_chat_template).content[:T_max] for v in views]
     T = max(len(i) for i in ids)
     padded = torch.tensor([i + [0] * (T - len(i)) for i in ids], device=lm.device)  # (B, T)
     mask = torch.tensor([[j < len(i) for j in range(T)] for i in ids], device=lm.device)  # (B, T)
@@ -513,6 +515,7 @@ def run_identity(run: LatentRunArgs, lms, sources, train_df, val_df, teacher_pat
     return {
         "run": cfg,
         "models": [{"spec": to_dict(lm.spec), "manifest": lm.manifest} for lm in [*lms, *(sources or [])]],
+        "prompts": {lm.spec.name: to_dict(prompt_for(lm.spec, run.prompt)) for lm in lms},  # as each reads
         "data": {"train": frame_digest(train_df), "validation": frame_digest(val_df)},
         "teachers": [file_identity(p) for p in teacher_paths or []] if kd else [],
     }

@@ -21,7 +21,7 @@ from latentwire.evaluate import EvalArgs
 from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
 from latentwire.pretrain import PretrainRunArgs, check_pretrained
-from latentwire.prompt import PromptArgs
+from latentwire.prompt import PromptArgs, prompt_for
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.stats import StatsArgs
 from latentwire.teacher import TeacherArgs, TeacherRunArgs
@@ -112,6 +112,10 @@ class WorkflowPlan:
         for exp, run in experiments.items():
             _check_kd(exp, run, teacher, prompt)
         extensions = parse_extensions(lat.get("extensions") or {}, experiments, config["models"], registry)
+        # each model's registry prompt override (added receivers' too), merged and validated now
+        for m in dict.fromkeys([*config["models"], *(x.args.receiver for x in extensions.values())]):
+            for p in [prompt, *(run.prompt for run in experiments.values())]:
+                prompt_for(registry[m], p)
         pretrains = _pretrain_runs(config.get("pretrain") or {}, ev.device, lat.get("defaults") or {})
         for exp, run in experiments.items():
             check_pretrained(exp, run.latent, pretrains)

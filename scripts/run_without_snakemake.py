@@ -72,6 +72,7 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
                 base = f"results/baselines/{d}/{m}/{b}"
                 argv = ["baseline", "--registry", reg, "--model", m, "--manifest", f"resources/models/{m}/manifest.json",
                         "--data", f"results/data/{d}/{split}.parquet", "--config-json", plan.baseline_json(b),
+                        "--shots-from", f"results/data/{d}/train.parquet",
                         "--threads", str(threads), "--predictions", f"{base}/predictions.jsonl",
                         "--metrics", f"{base}/metrics.json"]  # fmt: skip
                 out.append(("baselines", argv, [f"{base}/metrics.json"], f"logs/baselines/{d}/{m}/{b}.log"))
@@ -90,7 +91,8 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
                 ("latent", train, [f"{root}/train/best.safetensors"], f"logs/latent/{d}/{e}/train.log")
             )
             ev = ["eval-latent", *common, "--checkpoint", f"{root}/train/best.safetensors",
-                  "--data", f"results/data/{d}/{split}.parquet", "--fit-data", *plan.wire_fit_data(d, e),
+                  "--data", f"results/data/{d}/{split}.parquet", "--shots-from", f"results/data/{d}/train.parquet",
+                  "--fit-data", *plan.wire_fit_data(d, e),
                   "--out-dir", f"{root}/eval"]  # fmt: skip
             out.append(("latent", ev, [f"{root}/eval/joint.json"], f"logs/latent/{d}/{e}/eval.log"))
             # receivers added to this wire: logged beside it, so they run in its chain, after its eval
@@ -101,7 +103,8 @@ def jobs(plan: WorkflowPlan, cfg: dict, threads: int) -> list[tuple[str, list[st
                 xtrain = ["add-receiver", *add, "--train", f"results/data/{d}/train.parquet",
                           "--validation", f"results/data/{d}/validation.parquet", "--out-dir", f"{xdir}/train"]  # fmt: skip
                 xev = ["eval-added-receiver", *add, "--extension-dir", f"{xdir}/train", "--data",
-                       f"results/data/{d}/{split}.parquet", "--reference-eval", f"{root}/eval", "--out-dir", f"{xdir}/eval"]  # fmt: skip
+                       f"results/data/{d}/{split}.parquet", "--shots-from", f"results/data/{d}/train.parquet",
+                       "--reference-eval", f"{root}/eval", "--out-dir", f"{xdir}/eval"]  # fmt: skip
                 log = f"logs/latent/{d}/{e}/extend-{r}"
                 out.append(("latent", xtrain, [f"{xdir}/train/best.safetensors"], f"{log}.train.log"))
                 out.append(("latent", xev, [f"{xdir}/eval/joint.json"], f"{log}.eval.log"))

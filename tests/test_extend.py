@@ -453,3 +453,90 @@ def test_two_extensions_adding_the_same_receiver_to_the_same_wire_are_refused(tm
         ConfigError, match="extensions.b: adds 'tiny-gemma' to 'meanpool' like latent.extensions.a"
     ):
         WorkflowPlan.from_config(cfg)
+
+
+def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_its_eval(
+    world, tmp_path, capsys, monkeypatch
+):
+    """A newcomer registered as a base model (completion style, 2 solved train examples) on a wire
+    whose receivers read the global prompt: add-receiver and eval-added-receiver build its inputs
+    with its merged prompt and shots from the train split (never the evaluation split), record that
+    prompt, and the old receivers' predictions stay identical to the experiment's own evaluation."""
+    from pathlib import Path
+
+    import latentwire.evaluate as evaluate_mod
+    import latentwire.latent_prompts as latent_mod
+    import latentwire.prompt as prompt_mod
+    import latentwire.train as train_mod
+
+    entries = yaml.safe_load(Path(world["registry"]).read_text())
+    base = {"style": "completion", "answer_prefix": "Answer:", "shots": 2}
+    entries["models"]["tiny-gemma"]["prompt"] = {
+        **base,
+        "content_template": "Context: {context}\nQ: {question}",
+    }
+    reg = tmp_path / "models.yaml"
+    reg.write_text(yaml.safe_dump(entries))
+    man = world["manifests"]
+    test_df = _frame("test", CITIES[6:], 20)
+    train_p, val_p, test_p = write_splits(
+        {"train": TRAIN_DF, "validation": VAL_DF, "test": test_df}, tmp_path / "data", {}
+    )
+    run = make_run()
+    wire = ["tiny-llama", "tiny-qwen2"]
+    common = ["--registry", str(reg), "--models", *wire, "--manifests", *(man[m] for m in wire)]
+    common += ["--config-json", json.dumps(to_dict(run)), "--exp", "w", "--encoder-manifest", ""]
+    tr, ev = tmp_path / "train", tmp_path / "eval"
+    assert main(["train-latent", *common, "--train", str(train_p), "--validation", str(val_p), "--out-dir", str(tr)]) == 0  # fmt: skip
+    ckpt = str(tr / "best.safetensors")
+    assert main(["eval-latent", *common, "--checkpoint", ckpt, "--data", str(test_p), "--out-dir", str(ev)]) == 0  # fmt: skip
+
+    seen = []  # (function, prompt args) of every build_prompt / answer_ids call from here on
+
+    def spy(name, module):
+        real = getattr(prompt_mod, name)
+
+        def wrapped(*a, **kw):
+            seen.append((name, a[2]))
+            return real(*a, **kw)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy("build_prompt", latent_mod)
+    for module in (evaluate_mod, train_mod):
+        spy("answer_ids", module)
+    add = [
+        *common,
+        "--receiver-manifest",
+        man["tiny-gemma"],
+        "--extend-json",
+        json.dumps(to_dict(ext_args(run))),
+    ]
+    add += ["--checkpoint", ckpt]
+    xt, xe = tmp_path / "xtrain", tmp_path / "xeval"
+    assert main(["add-receiver", *add, "--train", str(train_p), "--validation", str(val_p), "--out-dir", str(xt)]) == 0  # fmt: skip
+    prompts = read_json(xt / "run.json")["provenance"]["config"]["prompts"]
+    own = prompts["tiny-gemma"]
+    shot_ids = [s["id"] for s in own["shot_examples"]]
+    assert own["style"] == "completion" and own["content_template"].endswith("Q: {question}")
+    assert len(shot_ids) == 2 and set(shot_ids) <= set(TRAIN_DF["id"])
+    assert all(prompts[m]["shot_examples"] == [] and prompts[m]["style"] == "instruct" for m in wire)
+    trained = [args for _, args in seen if args.style == "completion"]
+    assert trained and all([s.id for s in args.shot_examples] == shot_ids for args in trained)
+
+    argv = ["eval-added-receiver", *add, "--extension-dir", str(xt), "--data", str(test_p)]
+    argv += ["--reference-eval", str(ev), "--out-dir", str(xe)]
+    capsys.readouterr()
+    assert main(argv) == 2  # the newcomer's shots need the train split
+    assert "need the train split (--shots-from)" in capsys.readouterr().err
+    assert main([*argv, "--shots-from", str(test_p)]) == 2  # never the evaluation split
+    assert "train split only" in capsys.readouterr().err
+    seen.clear()
+    assert main([*argv, "--shots-from", str(train_p)]) == 0
+    check = read_json(xe / "wire_check.json")
+    assert all(v["identical_to_reference"] for v in check["old_receivers"].values())
+    m = read_json(xe / "tiny-gemma" / "latent" / "metrics.json")
+    assert m["provenance"]["config"]["prompts"]["tiny-gemma"] == own  # the prompt it was trained with
+    names = {name for name, args in seen if args.style == "completion"}
+    assert names == {"build_prompt", "answer_ids"}  # the newcomer's scaffold and gold ids
+    assert all(len(args.shot_examples) == 2 for _, args in seen if args.style == "completion")

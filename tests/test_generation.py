@@ -3,7 +3,7 @@
 import torch
 
 from latentwire.batching import collate, embed_ids, pad_answers
-from latentwire.generation import generate_and_score
+from latentwire.generation import generate_and_score, stop_at_strings
 from latentwire.scoring import answer_logits
 
 PROMPTS = [
@@ -106,3 +106,35 @@ def test_all_rows_stopping_ends_decoding_early(tiny_lm):
     assert gen.tokens == [[]]  # the very first token was eos: nothing kept, no decode step run
     assert gen.decode_steps == 0
     assert gen.prefill_s > 0 and gen.decode_s >= 0
+
+
+def test_stop_rule_ends_a_row_after_the_stopping_token(tiny_lm):
+    """A text stop rule (the plain path's newline / next-question rule) is checked inside decoding:
+    the row ends right after the token that completes a stop string and no later step runs for it."""
+    free = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0, 1]), 6, NO_EOS)
+    tok = tiny_lm.tokenizer
+    # a stop string that row 0's text reaches at its third token (leading whitespace aside)
+    text = tok.decode(free.tokens[0][:3], skip_special_tokens=True).lstrip()
+    head = tok.decode(free.tokens[0][:2], skip_special_tokens=True).lstrip()
+    target = text[len(head) :] or text
+    rule = stop_at_strings(tok, [target])
+    gen = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0, 1]), 6, NO_EOS, stop=rule)
+    for row, got in zip(free.tokens, gen.tokens):
+        n = next((i + 1 for i in range(len(row)) if rule(row[: i + 1])), len(row))
+        assert got == row[:n]  # greedy prefix up to and including the stopping token
+    assert len(gen.tokens[0]) <= 3
+    everything = generate_and_score(
+        tiny_lm.model, _prompt_batch(tiny_lm, [0]), 8, NO_EOS, stop=lambda ids: True
+    )
+    assert everything.tokens == [free.tokens[0][:1]] and everything.decode_steps == 0
+
+
+def test_stop_at_strings_skips_leading_whitespace(tiny_lm):
+    tok = tiny_lm.tokenizer
+    rule = stop_at_strings(tok, ["\n", "Question:"])
+    ids = lambda s: list(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert not rule(ids(" Paris"))
+    assert not rule(ids("\n\n Paris"))  # a blank line before the answer is not its end
+    assert rule(ids(" Paris\n"))
+    assert rule(ids(" Paris Question: what"))
+    assert stop_at_strings(tok, []) is None

@@ -94,6 +94,20 @@ def test_registry_value_errors_name_the_entry(tmp_path):
         load_registry(path)
 
 
+def test_registry_prompt_override_is_checked_strictly(tmp_path):
+    entry = {"family": "llama", "source": {"kind": "local", "path": "x"}}
+    ok = {"style": "completion", "shots": 2, "stop_strings": ["\n"]}
+    spec = load_registry(_registry(tmp_path, {"base": {**entry, "prompt": ok}}))["base"]
+    assert spec.prompt == ok
+    assert load_registry(_registry(tmp_path, {"chat": entry}))["chat"].prompt == {}
+    path = _registry(tmp_path, {"base": {**entry, "prompt": {"stlye": "completion"}}})
+    with pytest.raises(ConfigError, match=rf"^{path}: models\.base: prompt\.stlye: unknown key"):
+        load_registry(path)
+    path = _registry(tmp_path, {"base": {**entry, "prompt": {"style": "chatty"}}})
+    with pytest.raises(ConfigError, match=rf"^{path}: models\.base: prompt\.style: 'chatty' is not one of"):
+        load_registry(path)
+
+
 def test_registry_needs_a_models_mapping(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("- a\n- b\n")

@@ -15,10 +15,16 @@ import pytest
 from latentwire.config import ConfigError
 from latentwire.prompt import (
     PromptArgs,
+    Shot,
     answer_ids,
+    attach_shots,
     build_prompt,
     content_text,
+    cut_at_stop,
+    draw_shots,
     eos_id,
+    prompt_for,
+    stop_strings,
     teacher_forcing,
 )
 
@@ -255,6 +261,170 @@ def test_bos_policy_chat_and_never(tok):
     never = build_prompt(EXAMPLE, tok, PromptArgs(bos="never"), chat=False)
     assert bos not in never.ids
     assert never.ids == build_prompt(EXAMPLE, tok, PromptArgs(), chat=False).ids[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# Fast tests: completion style, k-shot prefix, per-model prompts, stop strings
+# --------------------------------------------------------------------------------------------
+
+SHOTS = [
+    Shot("t1", "Who wrote Emma?", "Emma is a novel by Jane Austen.", "Jane Austen"),
+    Shot("t2", "When was it published?", "It was published in 1815.", "1815"),
+]
+COMPLETION = PromptArgs(style="completion", content_template="Context: {context}\nQuestion: {question}")
+
+
+def _train_frame(n: int = 6, split: str = "train"):
+    import pandas as pd
+
+    rows = [
+        {"id": f"{split}-{i}", "question": f"Q{i}?", "context": f"C{i}.", "answers": [f"A{i}", "x"]}
+        for i in range(n)
+    ]
+    return pd.DataFrame([{**r, "split": split} for r in rows])
+
+
+class _Spec:
+    """A registry entry's two fields prompt_for reads."""
+
+    def __init__(self, name: str, prompt: dict | None = None) -> None:
+        self.name, self.prompt = name, prompt or {}
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_completion_style_renders_the_reading_comprehension_layout(tok, chat):
+    """No system prompt, no instruction and no chat template, even for a chat model."""
+    p = build_prompt(EXAMPLE, tok, COMPLETION, chat)
+    text = tok.decode(p.ids, skip_special_tokens=True)
+    assert text == (
+        "Context: The book was written by Jane Austen in 1813. It is about the Bennet family.\n"
+        "Question: Who wrote the book?\nAnswer:"
+    )
+    assert p.prefix[0] == tok.bos_token_id  # bos auto: added, as on the plain path
+    assert tok.decode(p.content) == content_text(EXAMPLE, COMPLETION)
+    assert answer_ids("Jane Austen", tok, COMPLETION, chat, 7)[:-1] == _enc(tok, " Jane Austen")
+
+
+def test_completion_style_validates_its_own_template():
+    with pytest.raises(ConfigError, match="completion_template: must contain"):
+        PromptArgs(style="completion", completion_template="{question}").validate()
+    with pytest.raises(ConfigError, match="completion_template: needs {question}"):
+        PromptArgs(style="completion", replaces="context", content_template="C: {context}").validate()
+
+
+@pytest.mark.parametrize(
+    "args, chat",
+    [(COMPLETION, False), (PromptArgs(), False), (PromptArgs(), True)],
+    ids=["completion", "plain", "chat"],
+)
+def test_shots_sit_in_the_constant_prefix_with_their_answers(tok, args, chat):
+    args = PromptArgs(**{**args.__dict__, "shots": 2, "shot_examples": SHOTS})
+    other = {"question": "Where?", "context": "Somewhere else entirely."}
+    p, q = (build_prompt(e, tok, args, chat, "latent") for e in (EXAMPLE, other))
+    assert p.prefix == q.prefix and p.suffix == q.suffix  # constant scaffold: shots included
+    before = tok.decode(p.prefix, skip_special_tokens=True)
+    for s in SHOTS:  # each shot: its content, then the anchor and its answer, as answer_ids has it
+        shown = content_text({"question": s.question, "context": s.context}, args)
+        assert shown in before
+        assert f"{args.answer_prefix} {s.answer}" in before
+    assert before.index("Emma") < before.index("1815")  # in draw order
+    zero = build_prompt(EXAMPLE, tok, PromptArgs(**{**args.__dict__, "shots": 0}), chat)
+    assert p.suffix == zero.suffix and len(p.prefix) > len(zero.prefix)
+
+
+def test_completion_shots_render_as_documented(tok):
+    """The example rendering in config/README.md."""
+    args = PromptArgs(**{**COMPLETION.__dict__, "shots": 1, "shot_examples": SHOTS[:1]})
+    text = tok.decode(build_prompt(EXAMPLE, tok, args, chat=False).ids, skip_special_tokens=True)
+    assert text == (
+        "Context: Emma is a novel by Jane Austen.\nQuestion: Who wrote Emma?\nAnswer: Jane Austen\n\n"
+        "Context: The book was written by Jane Austen in 1813. It is about the Bennet family.\n"
+        "Question: Who wrote the book?\nAnswer:"
+    )
+
+
+def test_plain_path_renders_as_documented(tok):
+    """The plain path's example rendering in config/README.md (BOS is skipped by the decode)."""
+    text = tok.decode(build_prompt(EXAMPLE, tok, PromptArgs(), chat=False).ids, skip_special_tokens=True)
+    assert text == (
+        PromptArgs().system_prompt + "\n\nQuestion: Who wrote the book?\n"
+        "Context: The book was written by Jane Austen in 1813. It is about the Bennet family.\n\n"
+        "Answer with the exact phrase from the context, nothing else.\nAnswer:"
+    )
+
+
+def test_shots_without_examples_fail_loudly(tok):
+    with pytest.raises(ValueError, match="attach_shots"):
+        build_prompt(EXAMPLE, tok, PromptArgs(shots=2), chat=True)
+
+
+def test_draw_shots_fixed_by_seed_and_train_only():
+    train = _train_frame()
+    a = draw_shots(train, 3, seed=0)
+    assert a == draw_shots(train.sample(frac=1.0, random_state=1), 3, seed=0)  # row order irrelevant
+    assert draw_shots(train, 2, seed=0) == a[:2]  # a smaller k takes a prefix
+    assert a != draw_shots(train, 3, seed=1)
+    assert all(s.split == "train" and s.id.startswith("train-") for s in a)
+    assert a[0].answer in {f"A{i}" for i in range(6)}  # the first reference answer
+    for split in ("validation", "test"):
+        mixed = __import__("pandas").concat([train, _train_frame(2, split)])
+        with pytest.raises(ValueError, match="train split only"):
+            draw_shots(mixed, 1, seed=0)
+        with pytest.raises(ValueError, match="train split only"):
+            attach_shots(PromptArgs(shots=1), [], _train_frame(4, split))
+    with pytest.raises(ValueError, match="has 6 examples"):
+        draw_shots(train, 7, seed=0)
+
+
+def test_attach_shots_serves_every_model_its_first_k():
+    specs = [_Spec("a", {"shots": 3}), _Spec("b")]
+    g = attach_shots(PromptArgs(shots=1), specs, _train_frame)  # a callable: read only when needed
+    assert len(g.shot_examples) == 3
+    assert prompt_for(specs[0], g).shot_examples == g.shot_examples
+    assert prompt_for(specs[1], g).shot_examples == g.shot_examples[:1]
+    assert attach_shots(PromptArgs(), specs[1:], None) == PromptArgs()  # no shots: train not needed
+    with pytest.raises(ValueError, match="need the train split"):
+        attach_shots(PromptArgs(), specs, None)
+
+
+def test_prompt_for_merges_the_registry_override_over_the_global_prompt():
+    base = PromptArgs(answer_prefix="A:", system_prompt="Be brief.")
+    spec = _Spec("base-lm", {"style": "completion", "answer_prefix": "Answer:"})
+    own = prompt_for(spec, base)
+    assert own.style == "completion" and own.answer_prefix == "Answer:"
+    assert own.system_prompt == "Be brief."  # untouched keys come from the global prompt
+    assert prompt_for(spec, own) == own  # idempotent
+    assert prompt_for(_Spec("chat-lm"), base) == base
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"stlye": "completion"}, r"models\.m\.prompt\.stlye: unknown key"),
+        ({"shots": "2"}, r"models\.m\.prompt\.shots: expected an integer"),
+        ({"user_template": "no slot"}, r"models\.m\.prompt\.user_template: must contain"),
+        ({"replaces": "context"}, r"models\.m\.prompt\.replaces: set in the global prompt"),
+        ({"shot_seed": 3}, r"models\.m\.prompt\.shot_seed: set in the global prompt"),
+    ],
+)
+def test_prompt_for_errors_name_the_key_path(override, match):
+    with pytest.raises(ConfigError, match=match):
+        prompt_for(_Spec("m", override), PromptArgs())
+    assert prompt_for(_Spec("m", {"shot_seed": 0}), PromptArgs()) == PromptArgs()  # equal: allowed
+
+
+def test_stop_strings_default_by_path_and_cut():
+    assert stop_strings(PromptArgs(), chat=True) == []
+    assert stop_strings(PromptArgs(), chat=False) == ["\n", "Question:", "Context:"]
+    assert stop_strings(COMPLETION, chat=True) == ["\n", "Question:", "Context:"]
+    assert stop_strings(PromptArgs(stop_strings=["###"]), chat=True) == ["###"]
+    stops = stop_strings(COMPLETION, chat=False)
+    assert cut_at_stop(" Jane Austen\n\nContext: more", stops) == " Jane Austen"
+    assert cut_at_stop(" Jane Austen Question: who?", stops) == " Jane Austen "
+    assert cut_at_stop("\n\n Jane Austen\nmore", stops) == "\n\n Jane Austen"  # leading blank lines
+    assert cut_at_stop(" Jane Austen", stops) == " Jane Austen"
+    with pytest.raises(ConfigError, match="stop_strings"):
+        PromptArgs(stop_strings=[""]).validate()
 
 
 # --------------------------------------------------------------------------------------------

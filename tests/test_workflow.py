@@ -384,6 +384,35 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
         WorkflowPlan.from_config({**cfg, "registry": plan_cfg["registry"]})
 
 
+def test_every_job_that_builds_prompts_gets_the_train_split_for_shots(tmp_path):
+    """With a base-model registry override that uses shots, every job that builds a model's inputs
+    is handed the train split (the only source of shots), the added receiver's jobs (.test's
+    extension of select's wire) included; select_windows, which reads only the encoder's content
+    text, is not."""
+    work = copy_scenario(tmp_path)
+    reg_path = work / "config" / "models.yaml"
+    registry = yaml.safe_load(reg_path.read_text())
+    registry["models"]["tiny-llama"]["chat_template"] = "plain"
+    registry["models"]["tiny-llama"]["prompt"] = {"style": "completion", "shots": 2}
+    reg_path.write_text(yaml.safe_dump(registry))
+    res = snakemake("-n", "-p", "--directory", str(work))
+    assert res.returncode == 0, res.stdout[-3000:]
+    train = "results/data/squad/train.parquet"
+    names = ("baseline", "train-latent", "eval-latent", "add-receiver", "eval-added-receiver", "tune-text")
+    cmds = {name: [] for name in (*names, "eval-tuned")}
+    for line in res.stdout.splitlines():
+        for name, found in cmds.items():
+            if f"latentwire {name} " in line:
+                found.append(line)
+    assert all(cmds.values()), {k: len(v) for k, v in cmds.items()}
+    for name, found in cmds.items():
+        flag = "--train" if name in ("train-latent", "add-receiver", "tune-text") else "--shots-from"
+        for cmd in found:
+            assert re.search(rf"{flag} '?{re.escape(train)}'?( |$)", cmd), cmd
+    windows = [line for line in res.stdout.splitlines() if "latentwire select-windows" in line]
+    assert windows and not any("--shots-from" in cmd for cmd in windows)
+
+
 # --- resume under Snakemake (issue 16) ------------------------------------------------------------
 
 TRAIN_SUMMARY = "results/latent/squad/meanpool/train/train_summary.json"

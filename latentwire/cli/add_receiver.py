@@ -17,7 +17,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from latentwire.cli.latent import _encoder_sources, _setup
+from latentwire.cli.latent import _encoder_sources, _setup, shots_source
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import select_examples
@@ -25,7 +25,8 @@ from latentwire.extend import ExtendArgs, add_receiver, load_added
 from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.latent_eval import evaluate_latent
 from latentwire.metrics import mean
-from latentwire.models import load_model, load_registry
+from latentwire.models import get_spec, load_model, load_registry
+from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
 
 TIMINGS = ("prefill_s", "decode_s_per_token")  # the only row fields allowed to differ between runs
@@ -53,16 +54,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--extension-dir", required=True, help="add-receiver's --out-dir")
             p.add_argument("--data", required=True)
             p.add_argument("--reference-eval", default=None, help="the experiment's eval-latent --out-dir")
+            p.add_argument("--shots-from", default=None, help="parquet of the TRAIN split (k-shot)")
         p.set_defaults(func=func)
 
 
 def _load(args):
     run, wire_lms, resolved = _setup(args)
     ext = from_dict(ExtendArgs, json.loads(args.extend_json), where="extension")
-    spec = load_registry(args.registry)[ext.receiver]
+    spec = get_spec(load_registry(args.registry), ext.receiver, args.registry, "extension.receiver")
+    # the newcomer's k-shot prompt too: the shots are a prefix-stable draw (a larger k extends a
+    # smaller one), so the wire receivers keep exactly the shots of the experiment's own runs
+    run.prompt = attach_shots(run.prompt, [*(lm.spec for lm in wire_lms), spec], shots_source(args))
     new_lm = load_model(spec, args.receiver_manifest, device=run.eval.device)
     resolved.update({"exp": f"{args.exp}+{ext.receiver}", "source_exp": args.exp, "extension": to_dict(ext)})
+    resolved["run"] = to_dict(run)
     resolved["models"][ext.receiver] = to_dict(spec)
+    resolved["prompts"][ext.receiver] = to_dict(prompt_for(spec, run.prompt))  # its prompt, as run
     return run, ext, wire_lms, new_lm, resolved, _encoder_sources(args, run, resolved)
 
 

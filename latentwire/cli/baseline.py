@@ -17,7 +17,7 @@ from latentwire.data import read_split
 from latentwire.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
-from latentwire.prompt import content_text
+from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="parquet of the evaluation split")
     p.add_argument("--config-json", required=True, help="BaselineArgs as JSON")
     p.add_argument("--windows", nargs="*", default=[], help="select-windows files (select-text-M only)")
+    p.add_argument("--shots-from", default=None, help="parquet of the TRAIN split (k-shot prompts)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--metrics", required=True)
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = from_dict(BaselineArgs, json.loads(args.config_json), where="baseline")
     spec = get_spec(load_registry(args.registry), args.model, args.registry)
+    train = (lambda: read_split(args.shots_from)) if args.shots_from else None
+    cfg.prompt = attach_shots(cfg.prompt, [spec], train)
     lm = load_model(spec, args.manifest, device=cfg.eval.device)
     examples = select_examples(read_split(args.data), cfg.eval)
     kind, _ = parse_baseline(cfg.name)
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(Path(args.data)),
         "windows": args.windows,
     }
+    resolved["prompt"] = to_dict(prompt_for(spec, cfg.prompt))  # this model's prompt, as run
     summary.update({"system": cfg.name, "kind": "baseline", "provenance": provenance(resolved)})
     summary["upper_bound"] = kind in UPPER_BOUNDS  # reads gold: a bound, never a system
     write_jsonl(args.predictions, rows)

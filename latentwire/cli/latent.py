@@ -23,7 +23,7 @@ from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_json
 from latentwire.latent_eval import evaluate_latent
 from latentwire.models import get_spec, load_model, load_registry
-from latentwire.prompt import content_text
+from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
 from latentwire.wire import Wire
@@ -71,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
+            p.add_argument("--shots-from", default=None, help="parquet of the TRAIN split (k-shot)")
             p.add_argument(
                 "--fit-data",
                 nargs="?",
@@ -78,6 +79,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="train split whose texts fit a learned wire quantizer (latent.wire.formats: pq)",
             )
         p.set_defaults(func=func)
+
+
+def shots_source(args):
+    """The train split k-shot examples are drawn from (train-latent's / add-receiver's --train,
+    eval-latent's / eval-added-receiver's --shots-from), read only when shots are needed; or None."""
+    path = getattr(args, "train", None) or getattr(args, "shots_from", None)
+    return (lambda: read_split(path)) if path else None
 
 
 def _setup(args):
@@ -88,8 +96,10 @@ def _setup(args):
     if len(args.manifests) != len(args.models):
         raise ConfigError(f"--manifests: {len(args.manifests)} files for {len(args.models)} --models")
     specs = [get_spec(reg, m, args.registry, "--models") for m in args.models]
+    run.prompt = attach_shots(run.prompt, specs, shots_source(args))
     lms = [load_model(spec, man, device=run.eval.device) for spec, man in zip(specs, args.manifests)]
     resolved = {"run": to_dict(run), "models": {m: to_dict(reg[m]) for m in args.models}, "exp": args.exp}
+    resolved["prompts"] = {m: to_dict(prompt_for(reg[m], run.prompt)) for m in args.models}
     return run, lms, resolved
 
 

@@ -13,6 +13,7 @@ from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import EvalArgs, select_examples
 from latentwire.models import get_spec, load_model, load_registry
+from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
 from latentwire.teacher import TeacherRunArgs, compute_teacher_topk, save_teacher_cache, teacher_meta
 
@@ -39,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     spec = get_spec(load_registry(args.registry), args.model, args.registry)
     lm = load_model(spec, args.manifest, device=cfg.device)
     frame = read_split(args.data)
+    cfg.prompt = attach_shots(cfg.prompt, [spec], frame)  # k-shot: --data is the train split
     examples = select_examples(frame, EvalArgs(n_examples=0))  # every example, in file order
     tensors = compute_teacher_topk(lm, examples, cfg.prompt, cfg.teacher)
-    meta = teacher_meta(spec.name, ",".join(sorted(set(frame["split"]))), tensors, cfg.prompt)
+    prompt = prompt_for(spec, cfg.prompt)  # the model's own prompt: what training checks
+    meta = teacher_meta(spec.name, ",".join(sorted(set(frame["split"]))), tensors, prompt)
     resolved = {"teacher": to_dict(cfg), "model": to_dict(spec), "data": str(Path(args.data))}
+    resolved["prompt"] = to_dict(prompt)
     ids = [str(e["id"]) for e in examples]
     save_teacher_cache(args.out, tensors, ids, meta, args.meta, provenance(resolved))
     log.info("%s: teacher top-%d logits of %d examples -> %s", spec.name, meta["top_k"], len(ids), args.out)

@@ -22,6 +22,7 @@ from latentwire.evaluate import evaluate, select_examples
 from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.lora import apply_lora, load_lora_state_dict
 from latentwire.models import get_spec, load_model, load_registry
+from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
 from latentwire.text_tuning import TunedArgs, tune
 
@@ -49,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--data", required=True)
+            p.add_argument("--shots-from", default=None, help="parquet of the TRAIN split (k-shot)")
             p.add_argument("--predictions", required=True)
             p.add_argument("--metrics", required=True)
         p.set_defaults(func=func)
@@ -67,8 +69,12 @@ def _setup(args):
         torch.set_num_threads(args.threads)
     cfg = from_dict(TunedArgs, json.loads(args.config_json), where="tuned")
     spec = get_spec(load_registry(args.registry), args.model, args.registry)
+    # k-shot examples: the train split only (tune-text's --train, eval-tuned's --shots-from)
+    shots_from = getattr(args, "train", None) or getattr(args, "shots_from", None)
+    cfg.prompt = attach_shots(cfg.prompt, [spec], (lambda: read_split(shots_from)) if shots_from else None)
     lm = load_model(spec, args.manifest, device=cfg.eval.device)
     resolved = {"tuned": to_dict(cfg), "model": to_dict(spec), "windows": args.windows}
+    resolved["prompt"] = to_dict(prompt_for(spec, cfg.prompt))  # this model's prompt, as run
     return cfg, lm, resolved
 
 

@@ -2,7 +2,8 @@
 
 Adding a Hugging Face causal LM takes one entry in ``config/models.yaml`` and no code change:
 input conventions that differ between families (an embedding scale applied inside the model, an
-end-of-turn token, a chat-template policy) are fields here, never ``if family == ...`` branches.
+end-of-turn token, a chat-template policy, the prompt a base model follows) are fields here, never
+``if family == ...`` branches.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from latentwire.config import ConfigError, from_dict, load_yaml, must
+from latentwire.prompt import check_overrides
 
 
 @dataclass
@@ -67,10 +69,14 @@ class ModelSpec:
     # bypass that layer, so soft tokens are calibrated to RMS(table) x this factor. None: taken from
     # the model at load time; set or not, it is checked on a probe id (models/embed_scale.py)
     input_embed_scale: float | None = None
+    # PromptArgs fields merged over the workflow's global ``prompt:`` for this model only (e.g. the
+    # completion style for a base model); resolved by latentwire.prompt.prompt_for
+    prompt: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.context_limit < 64:
             raise ValueError("context_limit must be at least 64")
+        check_overrides(self.prompt)
 
 
 def load_registry(path: str | Path) -> dict[str, ModelSpec]:

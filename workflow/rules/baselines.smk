@@ -8,6 +8,7 @@ rule baseline:
         manifest="resources/models/{model}/manifest.json",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
         windows=baseline_windows,
+        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
     output:
         predictions="results/baselines/{dataset}/{model}/{baseline}/predictions.jsonl",
         metrics="results/baselines/{dataset}/{model}/{baseline}/metrics.json",
@@ -25,6 +26,6 @@ rule baseline:
         cfg=baseline_json,
     shell:
         "latentwire baseline --registry {input.registry:q} --model {wildcards.model:q}"
-        " --manifest {input.manifest:q} --data {input.data:q} --config-json {params.cfg:q}"
-        " --windows {input.windows:q} --threads {threads} --predictions {output.predictions:q}"
-        " --metrics {output.metrics:q} > {log:q} 2>&1"
+        " --manifest {input.manifest:q} --data {input.data:q} --shots-from {input.train:q}"
+        " --config-json {params.cfg:q} --windows {input.windows:q} --threads {threads}"
+        " --predictions {output.predictions:q} --metrics {output.metrics:q} > {log:q} 2>&1"

@@ -2,9 +2,11 @@
 # - select_windows: the tokens the select experiment's checkpoint keeps, per example of one split
 #   (read by the select-text-M baselines and their tuned ceilings);
 # - tune_text / eval_tuned: LoRA on each receiver reading text or select-text-M, trained on the Stage B
-#   schedule and answer losses of comparators.tuned.like, one job per seed. Like train_latent, tune_text
-#   keeps its resumable state in results/state/tuned/{dataset}/{model}/{tuned}-s{seed}/<run key>/,
+#   schedule and answer losses of comparators.tuned.like, one job per seed (k-shot prompts take their
+#   shots from the train split: tune-text's --train, eval-tuned's --shots-from). Like train_latent,
+#   tune_text keeps its resumable state in results/state/tuned/{dataset}/{model}/{tuned}-s{seed}/<run key>/,
 #   outside its declared outputs: a rerun after a kill resumes from the last validation.
+# select_windows reads only the run's content text (what the encoder reads), never a model's prompt.
 
 
 rule select_windows:
@@ -71,6 +73,7 @@ rule eval_tuned:
         manifest="resources/models/{model}/manifest.json",
         checkpoint="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/best.safetensors",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
         windows=tuned_eval_windows,
     output:
         predictions="results/tuned/{dataset}/{model}/{tuned}-s{seed}/eval/predictions.jsonl",
@@ -91,4 +94,4 @@ rule eval_tuned:
         "latentwire eval-tuned --registry {input.registry:q} --model {wildcards.model:q}"
         " --manifest {input.manifest:q} --config-json {params.cfg:q} --windows {input.windows:q}"
         " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --predictions {output.predictions:q} --metrics {output.metrics:q} > {log:q} 2>&1"
+        " --shots-from {input.train:q} --predictions {output.predictions:q} --metrics {output.metrics:q} > {log:q} 2>&1"

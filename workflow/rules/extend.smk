@@ -51,6 +51,7 @@ rule eval_added_receiver:
         extension="results/extend/{dataset}/{exp}+{model}/train/best.safetensors",
         reference=extension_reference,
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
     output:
         metrics=expand(
             "results/extend/{{dataset}}/{{exp}}+{{model}}/eval/{{model}}/{variant}/metrics.json",
@@ -79,7 +80,7 @@ rule eval_added_receiver:
         " --manifests {input.manifests} --receiver-manifest {input.receiver_manifest}"
         " --encoder-manifest {input.encoder_manifest} --config-json {params.cfg:q}"
         " --extend-json {params.ext:q} --exp {wildcards.exp} --checkpoint {input.checkpoint}"
-        " --threads {threads} --data {input.data}"
+        " --threads {threads} --data {input.data} --shots-from {input.train}"
         " --extension-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/train"
         " --reference-eval results/latent/{wildcards.dataset}/{wildcards.exp}/eval"
         " --out-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/eval > {log} 2>&1"

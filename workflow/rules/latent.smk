@@ -47,6 +47,7 @@ rule eval_latent:
         encoder_manifest=encoder_manifest,
         checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
         data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
         fit_data=wire_fit_data,
     output:
         metrics=expand(
@@ -73,5 +74,5 @@ rule eval_latent:
         " --manifests {input.manifests:q} --encoder-manifest {input.encoder_manifest:q}"
         " --config-json {params.cfg:q} --exp {wildcards.exp:q}"
         " --threads {threads} --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --fit-data {input.fit_data:q}"
+        " --shots-from {input.train:q} --fit-data {input.fit_data:q}"
         " --out-dir results/latent/{wildcards.dataset:q}/{wildcards.exp:q}/eval > {log:q} 2>&1"
