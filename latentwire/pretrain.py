@@ -41,6 +41,7 @@ from latentwire.encoders import load_trainable_state_dict
 from latentwire.interlingua import Interlingua, LatentArgs
 from latentwire.io import atomic_path, write_json
 from latentwire.models import LoadedModel
+from latentwire.nonfinite import SkipBudget, guarded_update
 from latentwire.scoring import answer_logits
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,7 @@ def pretrain_step(lms, il: Interlingua, args: PretrainArgs, contexts, step: int,
         (loss / len(chosen)).backward()
         record[lm.spec.name] = {"loss": float(loss.detach()), **parts}
     z.backward(z_leaf.grad)
-    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip))
-    opt.step()
+    guarded_update(params, opt, args.grad_clip, record)  # skipped if the gradient is not finite
     sched.step()
     opt.zero_grad(set_to_none=True)
     return record
@@ -247,10 +247,12 @@ def pretrain(
     start = heldout_loss(lms, il, a, held)
     log.info("held-out loss before pretraining: %s", start)
     t0 = time.time()
+    skips = SkipBudget(a.steps, "pretrain")
     il.train()
     with open(out_dir / "pretrain_log.jsonl", "w", encoding="utf-8") as f:
         for step in range(a.steps):
             record = pretrain_step(lms, il, a, train_ctx, step, params, opt, sched)
+            skips.check(step + 1, record)
             f.write(json.dumps(record) + "\n")
             if (step + 1) % a.log_every == 0 or step == 0:
                 log.info("pretrain step %d %s", step + 1, record)
@@ -265,6 +267,7 @@ def pretrain(
         "heldout_after": end,
         "train_seconds": time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
+        "skipped_nonfinite_steps": skips.skipped,
     }
     write_json(out_dir / "pretrain_summary.json", summary)
     return summary

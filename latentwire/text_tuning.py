@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from latentwire.io import write_json
 from latentwire.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.losses import LossArgs, loss_parts
 from latentwire.models import LoadedModel
+from latentwire.nonfinite import SkipBudget, guarded_update
 from latentwire.prompt import PromptArgs, answer_ids, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.train import TrainArgs, _continues, _schedule
@@ -113,11 +113,6 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
     return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
 
 
-def max_skipped(steps: int) -> int:
-    """How many non-finite steps a run may skip before it stops: 5 % of its steps, at least 10."""
-    return max(10, steps // 20)
-
-
 class LoraWeights:
     """A receiver's LoRA tensors as :mod:`latentwire.checkpoint` saves and restores trainable weights."""
 
@@ -181,7 +176,7 @@ def tune(
     unit = resume(state_path, key, weights, opt, sched, _continues(t), best={"f1": -1.0, "step": -1})
     step, best, log_rows, best_weights = unit["step"], unit["best"], unit["records"], unit["best_weights"]
     t0, seconds = time.time(), unit["train_seconds"]
-    skipped = [r["step"] for r in log_rows if r.get("skipped_nonfinite")]  # updates skipped (not finite)
+    skips = SkipBudget.from_records(t.steps, "tune", log_rows)  # updates skipped (not finite)
     while step < t.steps:
         step += 1
         rng = np.random.default_rng(t.seed * 1_000_003 + step - 1)  # the latent loop's batches
@@ -189,22 +184,8 @@ def tune(
         loss, record = tuned_step(lm, args, maker, batch)
         loss.backward()
         record.update(step=step, lr=sched.get_last_lr()[0])
-        record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-        if math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"]):
-            opt.step()
-        else:  # one bad batch must not poison the LoRA weights (seen on GPU in bf16 with full text)
-            skipped.append(step)
-            record["skipped_nonfinite"] = True
-            log.warning(
-                "step %d: non-finite loss/grad (%s), update skipped; rows %s",
-                step,
-                record,
-                [e.get("id") for e in batch],
-            )
-            if len(skipped) > max_skipped(t.steps):
-                raise FloatingPointError(
-                    f"tune: {len(skipped)} of {step} steps non-finite (steps {skipped[:20]})"
-                )
+        guarded_update(params, opt, t.grad_clip, record)  # a bad batch must not poison the LoRA weights
+        skips.check(step, record, [e.get("id") for e in batch])
         sched.step()
         opt.zero_grad(set_to_none=True)
         validated = step % t.eval_every == 0 or step == t.steps
@@ -227,7 +208,7 @@ def tune(
         "best": best,
         "train_seconds": seconds + time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
-        "skipped_nonfinite_steps": skipped,
+        "skipped_nonfinite_steps": skips.skipped,
         "system": args.system,
         "state": str(state_path),
     }

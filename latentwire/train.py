@@ -51,6 +51,7 @@ from latentwire.lora import apply_lora
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.models.embed_scale import input_embed_scale
+from latentwire.nonfinite import SkipBudget, guarded_update
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
@@ -338,13 +339,12 @@ def train_step(
             elif train_encoder:
                 z.backward(z_leaf.grad)
             zs.append(z.detach())
-    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
     record["z_cosine"] = mean_pairwise_cosine(torch.cat(zs))  # (B, M, d_z) over the whole batch
     if il.diagnostics():  # coprocessor: RMS of the cache deltas per layer (last micro-batch)
         record["coprocessor_delta_rms"] = il.diagnostics()
     if log_grad_norms:
         record["grad_norms"] = {name: grad_norms(acc) for name, acc in part_acc.items()}
-    opt.step()
+    guarded_update(params, opt, run.train.grad_clip, record)  # skipped if the gradient is not finite
     if sched is not None:
         sched.step()
     opt.zero_grad(set_to_none=True)
@@ -364,8 +364,7 @@ def encoder_step(
         )
     aux.backward()
     record = {"encoder": il.encoder_aux_record(aux)}
-    record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip))
-    opt.step()
+    guarded_update(params, opt, run.train.grad_clip, record)
     if sched is not None:
         sched.step()
     opt.zero_grad(set_to_none=True)
@@ -454,6 +453,7 @@ def train(
     step, best, stopped = unit["step"], unit["best"], unit["stopped"]
     records, best_weights = unit["records"], unit["best_weights"]
     t0, seconds = time.time(), unit["train_seconds"]
+    skips = SkipBudget.from_records(t.steps, "train", records)
     il.train()
     while step < t.steps and stopped == "completed":
         rng = np.random.default_rng(t.seed * 1_000_003 + step)  # per-step RNG: resumable without state
@@ -471,6 +471,7 @@ def train(
             step_kw["train_encoder"] = t.stage_b_encoder
             record.update(train_step(b_lms, il, run, batch, params, opt, sched, **step_kw))
         step += 1
+        skips.check(step, record, [e.get("id") for e in batch])
         if step % t.log_every == 0 or step == 1:
             log.info("step %d %s", step, {k: v for k, v in record.items() if k != "step"})
         if step % t.eval_every == 0 or step == t.steps:
@@ -498,6 +499,7 @@ def train(
         "stopped": stopped,
         "train_seconds": seconds + time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
+        "skipped_nonfinite_steps": skips.skipped,
         "state": str(state_path),
     }
     write_outputs(

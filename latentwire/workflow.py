@@ -83,6 +83,11 @@ class WorkflowPlan:
             if exp in named:
                 raise ConfigError(f"latent.sweep: experiment name {exp!r} also in latent.experiments")
             named[exp] = overrides
+        dropped = list(lat.get("drop") or [])
+        unknown = sorted(set(dropped) - set(named))
+        if unknown:
+            raise ConfigError(f"latent.drop: {unknown} are not experiments (have {sorted(named)})")
+        named = {exp: o for exp, o in named.items() if exp not in dropped}
         for exp, overrides in named.items():
             merged = _merge(
                 _merge(

@@ -313,3 +313,23 @@ def test_pretrained_encoder_feeds_a_deep_prefix_head(lms, tmp_path):
 
     best = load_file(str(tmp_path / "qa" / "best.safetensors"))
     assert any(k.startswith("deep.") for k in best) and any(k.startswith("encoder.top.") for k in best)
+
+
+def test_a_non_finite_pretraining_step_is_skipped(lms, tmp_path, monkeypatch):
+    """A NaN gradient (seen on GPU in bf16) skips that update; the encoder's weights stay finite."""
+    import latentwire.pretrain as pre
+
+    real, calls = pre.receiver_loss, []
+
+    def poisoned(*a, **k):  # step 2's second receiver returns a NaN loss (held-out calls: no grad)
+        loss, parts = real(*a, **k)
+        calls.extend([1] if torch.is_grad_enabled() else [])
+        return (loss * float("nan"), parts) if len(calls) == len(lms) + 1 else (loss, parts)
+
+    monkeypatch.setattr(pre, "receiver_loss", poisoned)
+    run = pre_run(steps=3, heldout_contexts=2)
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU)
+    summary = pretrain(lms, il, run, pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF]), tmp_path)
+    assert summary["skipped_nonfinite_steps"] == [2]
+    assert all(torch.isfinite(p).all() for p in il.trainable_parameters())

@@ -164,6 +164,7 @@ def test_a_killed_tuning_resumes_exactly_and_a_changed_setting_starts_afresh(
 
 
 def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(fresh_lm, tmp_path, monkeypatch):
+    import latentwire.nonfinite as nonfinite
     import latentwire.text_tuning as tt
 
     real, calls = tt.tuned_step, []
@@ -188,6 +189,6 @@ def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(fresh_lm, tmp_pa
         return loss * float("nan"), {**rec, "loss": float("nan")}
 
     monkeypatch.setattr(tt, "tuned_step", always_nan)
-    monkeypatch.setattr(tt, "max_skipped", lambda steps: 2)
+    monkeypatch.setattr(nonfinite, "max_skipped", lambda steps: 2)
     with pytest.raises(FloatingPointError, match="non-finite"):
         tune(fresh_lm, _args(), df, df, tmp_path / "run2")

@@ -289,6 +289,25 @@ def test_sweep_experiments_join_the_plan(tmp_path):
     assert plan.experiments["sweep-m_2-s_0"].train.steps == plan.experiments["meanpool"].train.steps
 
 
+def test_latent_drop_removes_experiments_an_overlay_does_not_want():
+    """An overlay merged over config.yaml can drop an inherited (or swept) experiment by name."""
+    import yaml
+
+    from latentwire.config import ConfigError
+    from latentwire.workflow import WorkflowPlan
+
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg["registry"] = str(REPO / ".test" / "config" / "models.yaml")
+    cfg["latent"]["sweep"] = {"n_shared": [2, 4]}
+    cfg["latent"]["drop"] = ["sweep-m_2", "meanpool"]
+    plan = WorkflowPlan.from_config(cfg)
+    assert "sweep-m_4" in plan.experiments
+    assert not {"sweep-m_2", "meanpool"} & set(plan.experiments)
+    cfg["latent"]["drop"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"latent.drop: \['nope'\] are not experiments"):
+        WorkflowPlan.from_config(cfg)
+
+
 def test_encoder_source_model_that_is_not_a_receiver_joins_the_jobs(tmp_path):
     """Its manifest is materialized and passed to the latent jobs; an unknown name fails at parse time."""
     from latentwire.config import ConfigError
