@@ -268,6 +268,32 @@ def test_load_model_checks_the_eos_token_against_the_vocabulary(tiny_spec, tmp_p
         load_model(bad, tmp_path / "manifest.json", device="cpu")
 
 
+def test_an_export_that_kept_the_gguf_quantization_config_loads_as_plain_weights(
+    family, tiny_dir, make_local_spec, tmp_path
+):
+    """Float32 exports of GGUFs made before the fix carry quant_method gguf in config.json; reloading
+    them must not attach the GGUF quantizer (the model would call itself quantized, not trainable)."""
+    import shutil
+
+    from latentwire.models.loading import _drop_gguf_quantization
+
+    src = shutil.copytree(tiny_dir, tmp_path / "model")  # the shared tiny folder stays untouched
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"dequantize": False, "quant_method": "gguf"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    spec = make_local_spec(f"tiny-{family}", src, context_limit=1024)
+    materialize(spec, tmp_path / "cache")
+    lm = load_model(spec, tmp_path / "cache" / "manifest.json", device="cpu")
+    assert getattr(lm.model, "hf_quantizer", None) is None
+    assert not getattr(lm.model, "is_quantized", False)
+    assert not hasattr(lm.model.config, "quantization_config")
+
+    class Cfg:
+        quantization_config = {"quant_method": "bitsandbytes"}
+
+    assert not _drop_gguf_quantization(Cfg())  # other quantizations are the user's choice: kept
+
+
 def test_resolve_dtype(tiny_spec):
     assert resolve_dtype(tiny_spec, torch.device("cpu")) == torch.float32
     assert resolve_dtype(tiny_spec, torch.device("cuda")) == torch.bfloat16
@@ -290,7 +316,9 @@ def test_smollm2_materializes_and_loads(tmp_path):
     manifest = materialize(spec, tmp_path)
     assert manifest["source_kind"] == "pip_gguf" and manifest["sha256"] == spec.source.sha256
     assert not (tmp_path / "model.gguf").exists()  # the float32 export replaces the assembled GGUF
+    assert "quantization_config" not in (Path(manifest["load_path"]) / "config.json").read_text()
     lm = load_model(spec, tmp_path / "manifest.json", device="cpu")
+    assert getattr(lm.model, "hf_quantizer", None) is None  # plain float32 weights, no GGUF quantizer
     assert lm.model.config.num_hidden_layers == 30
     assert lm.uses_chat_template and "<|im_start|>" in lm.tokenizer.chat_template
     assert not any(p.requires_grad for p in lm.model.parameters())

@@ -151,6 +151,22 @@ def check_export_tokenizer(spec: ModelSpec, source_tok, exported: Path, model_eo
         )
 
 
+def _drop_gguf_quantization(config) -> bool:
+    """Remove a GGUF ``quantization_config`` from a model config; True if there was one.
+
+    transformers copies it from the GGUF into the float32 export's config.json. Reloading such an
+    export then attaches the GGUF quantizer to plain safetensors weights: the model reports itself
+    quantized and not trainable, and transformers warns that its "weights stay packed" (they do
+    not: the layers are ordinary Linear ones). Exports made before this fix carry it, so
+    :func:`load_model` drops it too."""
+    q = getattr(config, "quantization_config", None)
+    method = q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)
+    if str(getattr(method, "value", method)) != "gguf":
+        return False
+    del config.quantization_config
+    return True
+
+
 def _export_gguf(spec: ModelSpec, cache_dir: Path, export: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -163,6 +179,7 @@ def _export_gguf(spec: ModelSpec, cache_dir: Path, export: Path) -> None:
     except Exception as e:  # transformers raises many types here; name the entry
         raise ModelError(f"model {spec.name!r}: cannot load GGUF {gguf}: {e}") from e
     model.hf_quantizer = None  # save_pretrained refuses while the GGUF quantizer is attached
+    _drop_gguf_quantization(model.config)  # the export holds plain float32 weights, not packed ones
     tmp = export.with_name(export.name + ".tmp")
     try:
         model.save_pretrained(tmp)
@@ -224,7 +241,7 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 
 def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto") -> LoadedModel:
     """Load a materialized model frozen (eval mode, ``requires_grad=False``) with its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
@@ -254,6 +271,9 @@ def load_model(spec: ModelSpec, manifest_path: str | Path, device: str = "auto")
         )
     try:
         tok = AutoTokenizer.from_pretrained(manifest["load_path"], revision=manifest.get("revision"))
+        config = AutoConfig.from_pretrained(manifest["load_path"], revision=manifest.get("revision"))
+        if _drop_gguf_quantization(config):  # a float32 export of a GGUF: no GGUF quantizer on reload
+            kwargs["config"] = config
         model = AutoModelForCausalLM.from_pretrained(manifest["load_path"], **kwargs)
     except Exception as e:
         raise ModelError(f"model {spec.name!r}: cannot load from {manifest['load_path']}: {e}") from e
