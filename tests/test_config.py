@@ -181,11 +181,38 @@ def test_every_shipped_yaml_validates(path: Path, monkeypatch):
         specs = load_registry(path)
         assert sorted(specs) == sorted(raw["models"])
     elif path.parent == REPO / "config" and set(raw) <= set(yaml.safe_load(SCHEMA.read_text())["properties"]):
-        # an overlay of the main config (snakemake --configfile config/config.yaml OVERLAY)
-        plan = _validate_workflow_config(MAIN, monkeypatch, overlay=path)
+        # an overlay of the main config (snakemake --configfile config/config.yaml [BASE ...] OVERLAY),
+        # merged in the order its own header documents
+        chain = _documented_chain(path)
+        config = load_yaml(chain[0])
+        for overlay in chain[1:]:
+            config = merge_configs(config, load_yaml(overlay))
+        jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text())).validate(config)
+        monkeypatch.chdir(REPO)
+        plan = WorkflowPlan.from_config(config)
         assert plan.experiments or plan.baselines
     else:
         pytest.fail(f"{path}: unknown kind of YAML; add its validation to this test")
+
+
+def _documented_chain(path: Path) -> list[Path]:
+    """The config files of the ``snakemake --configfile ...`` line in an overlay's header comment
+    that names the overlay itself; config.yaml + the overlay when there is none."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words = line.lstrip("# ").split()
+        if "--configfile" in words:
+            files = [REPO / w for w in words[words.index("--configfile") + 1 :] if w.endswith(".yaml")]
+            if files and files[-1] == path:
+                return files
+    return [MAIN, path]
+
+
+def test_an_overlay_header_names_the_configs_it_merges_over():
+    chain = _documented_chain(REPO / "config" / "gpu-pooled-s0.yaml")
+    assert chain == [MAIN, REPO / "config" / "gpu-pooled.yaml", REPO / "config" / "gpu-pooled-s0.yaml"]
+    assert _documented_chain(REPO / "config" / "gpu-pooled.yaml")[:1] == [MAIN]
 
 
 def test_shipped_yamls_were_found():
