@@ -12,11 +12,11 @@ import json
 import re
 from dataclasses import replace
 
-import pandas as pd
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from toy_data import capital_frame
 
 from latentwire.cli.add_receiver import TIMINGS
 from latentwire.cli.main import main
@@ -46,24 +46,7 @@ CITIES += [("Lisbon", "Portugal"), ("Vienna", "Austria"), ("Oslo", "Norway"), ("
 NAMES = {"llama": "tiny-llama", "qwen2": "tiny-qwen2", "gemma": "tiny-gemma"}
 
 
-def _frame(split: str, rows, start: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "id": f"q{start + i}",
-                "question": f"What is the capital of {country}?",
-                "context": f"{city} is the capital and largest city of {country}.",
-                "answers": [city],
-                "title": country,
-                "split": split,
-                "dataset": "toy",
-            }
-            for i, (city, country) in enumerate(rows)
-        ]
-    )
-
-
-TRAIN_DF, VAL_DF = _frame("train", CITIES[:6], 0), _frame("validation", CITIES[6:], 6)
+TRAIN_DF, VAL_DF = capital_frame("train", CITIES[:6], 0), capital_frame("validation", CITIES[6:], 6)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -275,7 +258,7 @@ def test_cli_baseline_train_add_receiver_and_evaluate(world, tmp_path):
 
     reg, man = world["registry"], world["manifests"]
     train_p, val_p, test_p = write_splits(
-        {"train": TRAIN_DF, "validation": VAL_DF, "test": _frame("test", CITIES[6:], 20)},
+        {"train": TRAIN_DF, "validation": VAL_DF, "test": capital_frame("test", CITIES[6:], 20)},
         tmp_path / "data",
         {},
     )
@@ -478,7 +461,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
     reg = tmp_path / "models.yaml"
     reg.write_text(yaml.safe_dump(entries))
     man = world["manifests"]
-    test_df = _frame("test", CITIES[6:], 20)
+    test_df = capital_frame("test", CITIES[6:], 20)
     train_p, val_p, test_p = write_splits(
         {"train": TRAIN_DF, "validation": VAL_DF, "test": test_df}, tmp_path / "data", {}
     )

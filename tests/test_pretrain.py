@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from toy_data import capital_frame
 
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.schema import COLUMNS
@@ -39,27 +40,11 @@ CITIES = [
 ]
 
 
-def frame(split: str, rows, start: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "id": f"q{start + i}",
-                "question": f"What is the capital of {country}?",
-                "context": f"{city} is the capital and largest city of {country}. It lies on a river.",
-                "answers": [city],
-                "title": country,
-                "split": split,
-                "dataset": "toy",
-            }
-            for i, (city, country) in enumerate(rows)
-        ]
-    )
-
-
+RIVER = "{city} is the capital and largest city of {country}. It lies on a river."
 TRAIN_DF, VAL_DF, TEST_DF = (
-    frame("train", CITIES[:6], 0),
-    frame("validation", CITIES[6:7], 6),
-    frame("test", CITIES[7:], 7),
+    capital_frame("train", CITIES[:6], 0, context=RIVER),
+    capital_frame("validation", CITIES[6:7], 6, context=RIVER),
+    capital_frame("test", CITIES[7:], 7, context=RIVER),
 )
 
 

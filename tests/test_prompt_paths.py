@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import pandas as pd
 import pytest
 import torch
 import yaml
+from toy_data import capital_frame
 
 import latentwire.baselines as baselines_mod
 import latentwire.comparators as comparators_mod
@@ -57,26 +57,9 @@ CITIES = [("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madri
 CITIES += [("Lisbon", "Portugal"), ("Vienna", "Austria"), ("Oslo", "Norway"), ("Dublin", "Ireland")]
 
 
-def _frame(split: str, rows, start: int) -> pd.DataFrame:
-    """Rows in the prepared-data schema."""
-    return pd.DataFrame(
-        [
-            {
-                "id": f"{split}-{start + i}",
-                "question": f"What is the capital of {country}?",
-                "context": f"{city} is the capital of {country}.",
-                "answers": [city],
-                "title": country,
-                "split": split,
-                "dataset": "toy",
-            }
-            for i, (city, country) in enumerate(rows)
-        ]
-    )
-
-
-TRAIN = _frame("train", CITIES[:5], 0)
-TEST = _frame("test", CITIES[5:], 5)
+SHORT = "{city} is the capital of {country}."
+TRAIN = capital_frame("train", CITIES[:5], 0, context=SHORT, id_format="{split}-{n}")
+TEST = capital_frame("test", CITIES[5:], 5, context=SHORT, id_format="{split}-{n}")
 LATENT = {
     "n_shared": 3,
     "n_private": 2,

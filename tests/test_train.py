@@ -6,10 +6,10 @@ teacher-logit cache, per-loss gradient norms, gradient accumulation and activati
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_data import capital_frame
 
 import latentwire.checkpoint as checkpoint_mod
 import latentwire.train as train_mod
@@ -49,26 +49,8 @@ CAPITALS = [
 ]
 
 
-def _frame(split: str, rows: list[tuple[str, str]], start: int) -> pd.DataFrame:
-    """SQuAD-like rows in the prepared-data schema (id, question, context, answers, title, split, dataset)."""
-    return pd.DataFrame(
-        [
-            {
-                "id": f"q{start + i}",
-                "question": f"What is the capital of {country}?",
-                "context": f"{city} is the capital and largest city of {country}.",
-                "answers": [city, f"{city} city"],
-                "title": country,
-                "split": split,
-                "dataset": "toy",
-            }
-            for i, (city, country) in enumerate(rows)
-        ]
-    )
-
-
-TRAIN_DF = _frame("train", CAPITALS[:8], 0)
-VAL_DF = _frame("validation", CAPITALS[8:], 8)
+TRAIN_DF = capital_frame("train", CAPITALS[:8], 0, city_alias=True)
+VAL_DF = capital_frame("validation", CAPITALS[8:], 8, city_alias=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
