@@ -42,6 +42,7 @@ from latentwire.interlingua import Interlingua, LatentArgs
 from latentwire.io import atomic_path, write_json
 from latentwire.models import LoadedModel
 from latentwire.nonfinite import SkipBudget, guarded_update
+from latentwire.optim import make_optimizer
 from latentwire.scoring import answer_logits
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class PretrainArgs:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-4
+    head_lr_scale: float = 1.0  # the projectors train at lr × this, the encoder at lr (latentwire.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
@@ -79,6 +81,8 @@ class PretrainArgs:
             raise ConfigError("pretrain: max_segment_words, continuation_tokens, reconstruct_tokens ≥ 1")
         if self.heldout_contexts < 0:
             raise ConfigError("pretrain.heldout_contexts: must be ≥ 0")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0):
+            raise ConfigError("pretrain: lr and head_lr_scale must be positive numbers")
 
 
 @dataclass
@@ -242,7 +246,7 @@ def pretrain(
     held = [contexts[i] for i in order[:n_held]]
     train_ctx = [contexts[i] for i in order[n_held:]]
     params = il.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
+    opt = make_optimizer(il, a.lr, a.weight_decay, a.head_lr_scale)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(a))
     start = heldout_loss(lms, il, a, held)
     log.info("held-out loss before pretraining: %s", start)

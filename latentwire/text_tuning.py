@@ -81,11 +81,12 @@ class TunedArgs:
 
 def stage_b_schedule(train: TrainArgs, seed: int) -> TrainArgs:
     """The latent experiment's Stage B as its own schedule: its steps after the encoder warm-up, with
-    the same batch, learning rate, warm-up, validation cadence and the given seed."""
+    the same batch, warm-up, validation cadence and the given seed, and the learning rate of the
+    latent's reading heads (``lr × head_lr_scale``: the tuned LoRA is the receiver-side tensor)."""
     return TrainArgs(
         steps=train.steps - train.encoder_warmup_steps,
         batch_size=train.batch_size,
-        lr=train.lr,
+        lr=train.lr * train.head_lr_scale,
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_steps,
         grad_clip=train.grad_clip,

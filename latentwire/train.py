@@ -52,6 +52,7 @@ from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.models.embed_scale import input_embed_scale
 from latentwire.nonfinite import SkipBudget, guarded_update
+from latentwire.optim import make_optimizer
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
@@ -67,6 +68,7 @@ class TrainArgs:
     steps: int = 300
     batch_size: int = 8
     lr: float = 1e-3
+    head_lr_scale: float = 1.0  # reading heads train at lr × this, the encoder at lr (latentwire.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 20
     grad_clip: float = 1.0
@@ -99,6 +101,12 @@ class TrainArgs:
         for key in ("warmup_steps", "val_examples", "grad_norm_every", "stage_a_steps", "collapse_after"):
             must(getattr(self, key) >= 0, key, getattr(self, key), ">= 0")
         must(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a positive number")
+        must(
+            math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0,
+            "head_lr_scale",
+            self.head_lr_scale,
+            "a positive number",
+        )
         must(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         must(self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0")
         must(self.stage_a_align >= 0, "stage_a_align", self.stage_a_align, ">= 0")
@@ -439,7 +447,7 @@ def train(
 
         load_pretrained(il, init_from)
     params = il.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(il, t.lr, t.weight_decay, t.head_lr_scale)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))
     train_rows = select_examples(train_df, EvalArgs(n_examples=0))
     teachers = {}
