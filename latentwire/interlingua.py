@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from latentwire.adapters import AdapterArgs, build_adapter
 from latentwire.config import ConfigError, must
-from latentwire.coprocessor import Coprocessor, CoprocessorArgs
-from latentwire.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.core import SourceModels
-from latentwire.gist import GistHead
+from latentwire.heads.adapters import AdapterArgs, build_adapter
+from latentwire.heads.coprocessor import Coprocessor, CoprocessorArgs
+from latentwire.heads.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
+from latentwire.heads.gist import GistHead
+from latentwire.heads.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 from latentwire.kv_prefix import KVPrefix
-from latentwire.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 from latentwire.wire import WireArgs
 
 
@@ -211,7 +211,7 @@ class Interlingua(nn.Module):
 
     def reconstruct(self, z: torch.Tensor, name: str, n_tokens: int) -> torch.Tensor:
         """Receiver ``name``'s gist-head reconstruction of its content embeddings: (B, T, d_model),
-        in units of the embedding RMS (see :mod:`latentwire.gist`)."""
+        in units of the embedding RMS (see :mod:`latentwire.heads.gist`)."""
         return self.gist[_key(name)](z, n_tokens)
 
     def diagnostics(self) -> dict:

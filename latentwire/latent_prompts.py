@@ -56,7 +56,7 @@ def latent_inputs(
 
 
 def _coprocessed(lm, interlingua, prompts, reading, suffix_lens) -> tuple[list[torch.Tensor], KVPrefix]:
-    """Phase 1 of the coprocessor reading (see :mod:`latentwire.coprocessor`): run the receiver over
+    """Phase 1 of the coprocessor reading (see :mod:`latentwire.heads.coprocessor`): run the receiver over
     each prompt up to its soft tokens, add the coprocessor's deltas to the soft tokens' cache entries,
     and return the suffixes as the prompts that continue from that augmented cache."""
     S = reading.soft.shape[1]

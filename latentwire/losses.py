@@ -29,7 +29,7 @@ class LossArgs:
     # over these decoder layers (i = output of layer i); the teacher runs on the fly, never cached
     w_hidden: float = 0.0
     hidden_layers: list[int] = field(default_factory=list)
-    w_gist: float = 0.0  # gist reconstruction MSE (needs latent.gist_tokens > 0; latentwire.gist)
+    w_gist: float = 0.0  # gist reconstruction MSE (needs latent.gist_tokens > 0; latentwire.heads.gist)
 
     def validate(self) -> None:
         if self.k_tokens < 1 or self.kd_tau <= 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from latentwire.config import ConfigError
 from latentwire.evaluate import EvalArgs
-from latentwire.lora import LoraArgs
+from latentwire.heads.lora import LoraArgs
 from latentwire.prompt import PromptArgs
 from latentwire.text_tuning import TUNABLE, TunedArgs, stage_b_schedule
 from latentwire.train import LatentRunArgs

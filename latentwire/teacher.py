@@ -34,9 +34,9 @@ from safetensors.torch import save_file
 from latentwire.batching import collate, embed_ids
 from latentwire.config import FieldError, to_dict
 from latentwire.evaluate import model_view
+from latentwire.heads.lora import lora_disabled
 from latentwire.hidden import HiddenRecorder
 from latentwire.io import atomic_path, write_json
-from latentwire.lora import lora_disabled
 from latentwire.losses import TopKTeacher
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem

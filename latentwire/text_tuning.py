@@ -39,8 +39,8 @@ from latentwire.checkpoint import (
 )
 from latentwire.config import ConfigError, to_dict
 from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.heads.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.io import write_json
-from latentwire.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.losses import LossArgs, loss_parts
 from latentwire.models import LoadedModel
 from latentwire.nonfinite import SkipBudget, guarded_update

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwire.adapters import embedding_rms
 from latentwire.batching import collate
 from latentwire.checkpoint import (
     FILENAME,
@@ -37,17 +36,19 @@ from latentwire.checkpoint import (
     write_outputs,
 )
 from latentwire.config import ConfigError, must, to_dict
-from latentwire.deep_prefix import kv_shape
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
-from latentwire.gist import gist_loss
 from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
+from latentwire.heads.adapters import embedding_rms
+from latentwire.heads.deep_prefix import kv_shape
+from latentwire.heads.gist import gist_loss
+from latentwire.heads.lora import apply_lora
+from latentwire.heads.vocab_align import shared_vocab_map
 from latentwire.hidden import HiddenRecorder, hidden_mse
 from latentwire.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
 from latentwire.io import write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
-from latentwire.lora import apply_lora
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.models.embed_scale import input_embed_scale
@@ -56,7 +57,6 @@ from latentwire.optim import make_optimizer
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits
 from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
-from latentwire.vocab_align import shared_vocab_map
 
 log = logging.getLogger(__name__)
 

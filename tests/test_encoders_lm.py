@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from latentwire.adapters import AdapterArgs
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.hidden_cache import HiddenCache, compute_hidden_cache, save_hidden_cache
 from latentwire.encoders.source import SourceReader, build_trunk, tokenize
+from latentwire.heads.adapters import AdapterArgs
 from latentwire.interlingua import Interlingua, LatentArgs
 from latentwire.models import LoadedModel
 

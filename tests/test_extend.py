@@ -32,9 +32,9 @@ from latentwire.extend import (
     file_sha256,
     load_added,
 )
+from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_json, read_jsonl
 from latentwire.latent_prompts import latent_prompt_maker
-from latentwire.lora import LoraArgs
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text

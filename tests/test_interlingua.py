@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from latentwire.adapters import AdapterArgs
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
+from latentwire.heads.adapters import AdapterArgs
 from latentwire.interlingua import Interlingua, LatentArgs, mean_pairwise_cosine
 
 D_Z = 8

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from latentwire.adapters import AdapterArgs
 from latentwire.batching import embed_ids
 from latentwire.encoders import EncoderArgs
+from latentwire.heads.adapters import AdapterArgs
 from latentwire.interlingua import LatentArgs
 from latentwire.latent_prompts import donor_map, latent_prompt_maker, latent_prompts
 from latentwire.payload import payload_bytes, roundtrip

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from latentwire.adapters import AdapterArgs
 from latentwire.config import ConfigError, FieldError
 from latentwire.encoders import EncoderArgs
+from latentwire.heads.adapters import AdapterArgs
 from latentwire.interlingua import Interlingua, LatentArgs
 from latentwire.optim import make_optimizer, param_groups
 from latentwire.pretrain import PretrainArgs

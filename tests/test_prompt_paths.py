@@ -38,9 +38,9 @@ from latentwire.cli.main import main
 from latentwire.cli.tuned import load_windows
 from latentwire.config import from_dict, to_dict
 from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_jsonl
 from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
-from latentwire.lora import LoraArgs
 from latentwire.models import load_model, materialize
 from latentwire.prompt import PromptArgs, attach_shots, build_prompt, content_text, prompt_for
 from latentwire.teacher import TeacherArgs, compute_teacher_topk

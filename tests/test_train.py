@@ -720,7 +720,7 @@ def test_source_vocab_init_fits_the_other_receivers_skip_and_checks_the_encoder(
     run.latent.encoder = EncoderArgs(name="select", d_z=d_src, n_heads=4, source_model=src.spec.name)
     torch.manual_seed(0)
     il = build_interlingua(run.latent, lms, CPU)
-    from latentwire.vocab_align import shared_vocab_map
+    from latentwire.heads.vocab_align import shared_vocab_map
 
     want, _ = shared_vocab_map(
         src.tokenizer, src.model.get_input_embeddings().weight,

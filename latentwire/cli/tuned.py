@@ -19,8 +19,8 @@ from latentwire.baselines import text_prompt_maker
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.evaluate import evaluate, select_examples
+from latentwire.heads.lora import apply_lora, load_lora_state_dict
 from latentwire.io import read_jsonl, write_json, write_jsonl
-from latentwire.lora import apply_lora, load_lora_state_dict
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance

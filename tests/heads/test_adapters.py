@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from latentwire.adapters import ADAPTERS, AdapterArgs, build_adapter, embedding_rms
 from latentwire.config import ConfigError, from_dict
+from latentwire.heads.adapters import ADAPTERS, AdapterArgs, build_adapter, embedding_rms
 
 B, M, D_Z, D_MODEL = 3, 5, 16, 24
 

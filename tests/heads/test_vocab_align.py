@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from latentwire.vocab_align import shared_vocab_map
+from latentwire.heads.vocab_align import shared_vocab_map
 
 
 class Vocab:

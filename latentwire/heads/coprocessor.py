@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from latentwire.config import ConfigError
-from latentwire.deep_prefix import KVShape
+from latentwire.heads.deep_prefix import KVShape
 
 
 @dataclass

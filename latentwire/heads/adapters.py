@@ -33,7 +33,7 @@ class AdapterArgs:
     # mlp: "identity" starts the skip (reading raw Z) at the identity and the MLP branch at zero where
     # d_z == d_model (other widths keep the default init); "source_vocab" does the same, and a receiver
     # that is not the encoder's source model gets a least-squares skip fitted on the token strings its
-    # vocabulary shares with the source model's (see latentwire/vocab_align.py)
+    # vocabulary shares with the source model's (see latentwire/heads/vocab_align.py)
     init: Literal["default", "identity", "source_vocab"] = "default"
     # two learned marker embeddings (begin, end) around the soft tokens, per receiver (ARC-Encoder's
     # per-decoder markers): the soft tokens then take M + 2 prompt positions

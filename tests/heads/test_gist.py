@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from latentwire.gist import GistHead, gist_loss
+from latentwire.heads.gist import GistHead, gist_loss
 
 
 def test_gist_loss_by_hand():
