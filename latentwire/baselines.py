@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from latentwire.batching import embed_ids
+from latentwire.batching import PromptMaker, embed_ids
 from latentwire.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
-from latentwire.evaluate import EvalArgs, PromptMaker
+from latentwire.evaluate import EvalArgs
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text, prompt_for
 

@@ -10,6 +10,7 @@ Shapes: B batch, T_i one prompt's length, T_p = max T_i, A = max answer length, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,12 @@ class Batch:
     position_ids: torch.Tensor  # (B, T_p + A)
     prompt_len: int  # T_p
     answer_ids: torch.Tensor | None  # (B, A) long, -100 on padding; None when there are no answers
+
+
+#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example), or
+#: the same plus a per-layer K/V prefix for the batch (:class:`~latentwire.kv_prefix.KVPrefix`).
+#: Text baselines and latent prompts differ only here; evaluation runs any of them the same way.
+PromptMaker = Callable[[list[dict]], tuple]
 
 
 def embed_ids(model: torch.nn.Module, ids: list[int], device: torch.device) -> torch.Tensor:

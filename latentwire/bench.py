@@ -35,9 +35,9 @@ from latentwire.batching import Batch, collate, pad_answers
 from latentwire.config import to_dict
 from latentwire.evaluate import model_view
 from latentwire.generation import generate_and_score
-from latentwire.interlingua import Interlingua
 from latentwire.kv_prefix import with_prefix
-from latentwire.latent_prompts import latent_prompt_maker
+from latentwire.latent.interlingua import Interlingua
+from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.losses import masked_ce
 from latentwire.metrics import percentile_summary
 from latentwire.models import LoadedModel

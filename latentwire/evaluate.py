@@ -12,14 +12,14 @@ so no gold-derived field can leak into a model input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from latentwire.batching import collate, pad_answers
+from latentwire.batching import PromptMaker, collate, pad_answers
 from latentwire.config import FieldError
 from latentwire.generation import generate_and_score, stop_at_strings
 from latentwire.kv_prefix import with_prefix
@@ -56,11 +56,6 @@ class EvalArgs:
             raise ValueError("batch_size and max_new_tokens must be >= 1, n_examples >= 0")
         if device_problem(self.device):
             raise FieldError("device", device_problem(self.device))
-
-
-#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example), or
-#: the same plus a per-layer K/V prefix for the batch (:class:`~latentwire.kv_prefix.KVPrefix`)
-PromptMaker = Callable[[list[dict]], tuple]
 
 
 def model_view(example: dict) -> dict:

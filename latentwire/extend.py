@@ -32,8 +32,8 @@ from safetensors.torch import load_file
 
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.heads.lora import LoraArgs, apply_lora
-from latentwire.interlingua import Interlingua, _key
 from latentwire.io import read_json, write_json
+from latentwire.latent.interlingua import Interlingua, _key
 from latentwire.losses import LossArgs
 from latentwire.models import LoadedModel
 from latentwire.train import LatentRunArgs, TrainArgs, build_interlingua, train

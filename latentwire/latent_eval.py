@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latentwire.evaluate import evaluate, model_view
-from latentwire.interlingua import Interlingua
 from latentwire.io import write_json, write_jsonl
 from latentwire.joint import rescore_jointly
-from latentwire.latent_prompts import donor_map, latent_prompt_maker
+from latentwire.latent.interlingua import Interlingua
+from latentwire.latent.payload import payload_bytes
+from latentwire.latent.prompts import donor_map, latent_prompt_maker
+from latentwire.latent.wire import Wire, WireArgs
 from latentwire.models import LoadedModel
-from latentwire.payload import payload_bytes
-from latentwire.wire import Wire, WireArgs
 
 log = logging.getLogger(__name__)
 

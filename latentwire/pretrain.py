@@ -38,8 +38,8 @@ from safetensors.torch import load_file, save_file
 from latentwire.batching import collate, embed_ids
 from latentwire.config import ConfigError
 from latentwire.encoders import load_trainable_state_dict
-from latentwire.interlingua import Interlingua, LatentArgs
 from latentwire.io import atomic_path, write_json
+from latentwire.latent.interlingua import Interlingua, LatentArgs
 from latentwire.models import LoadedModel
 from latentwire.nonfinite import SkipBudget, guarded_update
 from latentwire.optim import make_optimizer

@@ -45,10 +45,10 @@ from latentwire.heads.gist import gist_loss
 from latentwire.heads.lora import apply_lora
 from latentwire.heads.vocab_align import shared_vocab_map
 from latentwire.hidden import HiddenRecorder, hidden_mse
-from latentwire.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
 from latentwire.io import write_json
 from latentwire.kv_prefix import kv_rms, with_prefix
-from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
+from latentwire.latent.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
+from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
 from latentwire.losses import LossArgs, loss_parts, masked_ce
 from latentwire.models import LoadedModel
 from latentwire.models.embed_scale import input_embed_scale

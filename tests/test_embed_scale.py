@@ -90,6 +90,6 @@ def test_a_model_outside_the_registry_gets_the_measured_scale(gemma):
 
 
 def _latent_args():
-    from latentwire.interlingua import LatentArgs
+    from latentwire.latent.interlingua import LatentArgs
 
     return LatentArgs()

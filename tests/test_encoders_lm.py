@@ -16,7 +16,7 @@ from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state
 from latentwire.encoders.hidden_cache import HiddenCache, compute_hidden_cache, save_hidden_cache
 from latentwire.encoders.source import SourceReader, build_trunk, tokenize
 from latentwire.heads.adapters import AdapterArgs
-from latentwire.interlingua import Interlingua, LatentArgs
+from latentwire.latent.interlingua import Interlingua, LatentArgs
 from latentwire.models import LoadedModel
 
 M, D_Z = 5, 16

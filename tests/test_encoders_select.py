@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.select import SelectEncoder, answer_char_start
-from latentwire.interlingua import Interlingua, LatentArgs
+from latentwire.latent.interlingua import Interlingua, LatentArgs
 
 M, D_Z = 6, 16
 FILLER = " ".join(f"Item {i} is listed here for the record." for i in range(12))

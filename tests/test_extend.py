@@ -34,7 +34,7 @@ from latentwire.extend import (
 )
 from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_json, read_jsonl
-from latentwire.latent_prompts import latent_prompt_maker
+from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text
@@ -448,7 +448,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
     from pathlib import Path
 
     import latentwire.evaluate as evaluate_mod
-    import latentwire.latent_prompts as latent_mod
+    import latentwire.latent.prompts as latent_mod
     import latentwire.prompt as prompt_mod
     import latentwire.train as train_mod
 

@@ -21,9 +21,9 @@ from latentwire.evaluate import EvalArgs, evaluate, model_view
 from latentwire.generation import generate_and_score
 from latentwire.heads.deep_prefix import DeepPrefix, DeepPrefixArgs, kv_shape
 from latentwire.heads.lora import lora_disabled
-from latentwire.interlingua import LatentArgs
 from latentwire.kv_prefix import KVPrefix, text_kv, with_prefix
-from latentwire.latent_prompts import latent_prompt_maker, latent_prompts
+from latentwire.latent.interlingua import LatentArgs
+from latentwire.latent.prompts import latent_prompt_maker, latent_prompts
 from latentwire.scoring import answer_logits
 from latentwire.train import LatentRunArgs, _step_loss, build_interlingua
 

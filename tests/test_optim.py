@@ -6,7 +6,7 @@ import torch
 from latentwire.config import ConfigError, FieldError
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs
-from latentwire.interlingua import Interlingua, LatentArgs
+from latentwire.latent.interlingua import Interlingua, LatentArgs
 from latentwire.optim import make_optimizer, param_groups
 from latentwire.pretrain import PretrainArgs
 from latentwire.text_tuning import stage_b_schedule

@@ -11,6 +11,7 @@ from toy_data import capital_frame
 
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.schema import COLUMNS
+from latentwire.latent.wire import WireArgs
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.pretrain import (
@@ -25,7 +26,6 @@ from latentwire.pretrain import (
     save_pretrained,
 )
 from latentwire.train import LatentRunArgs, build_interlingua, train
-from latentwire.wire import WireArgs
 
 CPU = torch.device("cpu")
 CITIES = [

@@ -24,7 +24,7 @@ from toy_data import capital_frame
 import latentwire.baselines as baselines_mod
 import latentwire.comparators as comparators_mod
 import latentwire.evaluate as evaluate_mod
-import latentwire.latent_prompts as latent_mod
+import latentwire.latent.prompts as latent_mod
 import latentwire.prompt as prompt_mod
 import latentwire.teacher as teacher_mod
 import latentwire.text_tuning as tuning_mod
@@ -40,7 +40,7 @@ from latentwire.config import from_dict, to_dict
 from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_jsonl
-from latentwire.latent_prompts import latent_inputs, latent_prompt_maker
+from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.prompt import PromptArgs, attach_shots, build_prompt, content_text, prompt_for
 from latentwire.teacher import TeacherArgs, compute_teacher_topk
@@ -170,7 +170,7 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
     where = {(name, module) for name, module, *_ in calls}
     assert where >= {
         ("build_prompt", "latentwire.baselines"),
-        ("build_prompt", "latentwire.latent_prompts"),
+        ("build_prompt", "latentwire.latent.prompts"),
         ("build_prompt", "latentwire.teacher"),
         ("answer_ids", "latentwire.evaluate"),
         ("answer_ids", "latentwire.teacher"),

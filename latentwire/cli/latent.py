@@ -2,7 +2,7 @@
 
 eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
 of the latent and its controls (shuffled Z, zero Z) and of each wire format of ``latent.wire.formats``
-(int8 by default; int4, learned pq: see latentwire/wire.py), plus the joint rescoring summary. System
+(int8 by default; int4, learned pq: see latentwire/latent/wire.py), plus the joint rescoring summary. System
 names: ``latent:{exp}``, ``latent:{exp}:shuffled``, ``...:zero``, ``...:int8`` (``...:int4``, ``...:pq``).
 """
 
@@ -21,12 +21,12 @@ from latentwire.data import read_split
 from latentwire.encoders import source_model_name
 from latentwire.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_json
+from latentwire.latent.wire import Wire
 from latentwire.latent_eval import evaluate_latent
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance
 from latentwire.train import LatentRunArgs, build_interlingua, train
-from latentwire.wire import Wire
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import torch
 from latentwire.batching import embed_ids
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs
-from latentwire.interlingua import LatentArgs
-from latentwire.latent_prompts import donor_map, latent_prompt_maker, latent_prompts
-from latentwire.payload import payload_bytes, roundtrip
+from latentwire.latent.interlingua import LatentArgs
+from latentwire.latent.payload import payload_bytes, roundtrip
+from latentwire.latent.prompts import donor_map, latent_prompt_maker, latent_prompts
 from latentwire.prompt import PromptArgs, build_prompt, content_text
 from latentwire.train import build_interlingua
 

@@ -15,10 +15,9 @@ from typing import Literal
 
 import torch
 
-from latentwire.batching import collate, embed_ids
-from latentwire.evaluate import PromptMaker
-from latentwire.interlingua import Interlingua
+from latentwire.batching import PromptMaker, collate, embed_ids
 from latentwire.kv_prefix import KVPrefix, from_cache, with_prefix
+from latentwire.latent.interlingua import Interlingua
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, build_prompt, content_text, prompt_for
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs
-from latentwire.interlingua import Interlingua, LatentArgs, mean_pairwise_cosine
+from latentwire.latent.interlingua import Interlingua, LatentArgs, mean_pairwise_cosine
 
 D_Z = 8
 TEXTS = ["Question: Who wrote Hamlet? Context: William Shakespeare.", "Question: Where? Context: Kyoto."]

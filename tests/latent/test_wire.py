@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from latentwire.config import ConfigError, from_dict
-from latentwire.payload import roundtrip
-from latentwire.wire import ProductQuantizer, Wire, WireArgs, quantize_roundtrip, wire_bytes
+from latentwire.latent.payload import roundtrip
+from latentwire.latent.wire import ProductQuantizer, Wire, WireArgs, quantize_roundtrip, wire_bytes
 
 
 def z_batch(seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,7 @@ from latentwire.heads.deep_prefix import DeepPrefix, DeepPrefixArgs, KVShape
 from latentwire.heads.gist import GistHead
 from latentwire.heads.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 from latentwire.kv_prefix import KVPrefix
-from latentwire.wire import WireArgs
+from latentwire.latent.wire import WireArgs
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from latentwire.payload import FORMATS, payload_bytes, roundtrip
+from latentwire.latent.payload import FORMATS, payload_bytes, roundtrip
 
 
 def test_payload_bytes_by_hand():
