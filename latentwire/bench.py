@@ -30,16 +30,16 @@ from typing import Literal
 
 import torch
 
-from latentwire.baselines import text_prompt_maker
 from latentwire.batching import Batch, collate, pad_answers
 from latentwire.config import to_dict
-from latentwire.evaluate import model_view
+from latentwire.evaluation.baselines import text_prompt_maker
+from latentwire.evaluation.evaluate import model_view
+from latentwire.evaluation.metrics import percentile_summary
 from latentwire.generation import generate_and_score
 from latentwire.kv_prefix import with_prefix
 from latentwire.latent.interlingua import Interlingua
 from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.losses import masked_ce
-from latentwire.metrics import percentile_summary
 from latentwire.models import LoadedModel
 from latentwire.models.loading import pick_device
 from latentwire.models.synthetic import (

@@ -50,7 +50,7 @@ def tuned_base(system: str) -> tuple[str, int] | None:
 
 def text_side_kind(system: str) -> tuple[str, int | None] | None:
     """(kind, M) of a text-side system (baseline, comparator or tuned ceiling), None for latents."""
-    from latentwire.baselines import parse_baseline
+    from latentwire.evaluation.baselines import parse_baseline
 
     tuned = tuned_base(system)
     try:

@@ -1,7 +1,7 @@
 """The rivals every latent is scheduled beside (the workflow config's ``comparators:`` section).
 
 For each M that a latent experiment's receivers read (``LatentArgs.read_slots``), the workflow adds the
-token budget ``budget-M`` and the discrete comparators of :mod:`latentwire.comparators` at that M
+token budget ``budget-M`` and the discrete comparators of :mod:`latentwire.evaluation.comparators` at that M
 (``select-text-M`` only where a ``select`` experiment reads M slots: its checkpoint decides the kept
 tokens). ``tuned`` adds matched-supervision text ceilings (:mod:`latentwire.text_tuning`): LoRA on each
 receiver reading ``text`` or ``select-text-M``, trained on the schedule and losses of the named latent
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from latentwire.config import ConfigError
-from latentwire.evaluate import EvalArgs
+from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.heads.lora import LoraArgs
 from latentwire.prompt import PromptArgs
 from latentwire.text_tuning import TUNABLE, TunedArgs, stage_b_schedule

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from latentwire.batching import collate, embed_ids
 from latentwire.config import FieldError, to_dict
-from latentwire.evaluate import model_view
+from latentwire.evaluation.evaluate import model_view
 from latentwire.heads.lora import lora_disabled
 from latentwire.hidden import HiddenRecorder
 from latentwire.io import atomic_path, write_json
@@ -91,7 +91,7 @@ def text_teacher_logits(
 ) -> torch.Tensor:
     """Teacher-forced logits of ``lm`` reading the text prompts of ``views``. (B, A, V) float32.
 
-    ``views`` are :func:`latentwire.evaluate.model_view` dicts; ``golds`` the answer ids to force
+    ``views`` are :func:`latentwire.evaluation.evaluate.model_view` dicts; ``golds`` the answer ids to force
     (A = the longest). Column j predicts answer token j, as in :func:`answer_logits`.
     """
     tok, chat = lm.tokenizer, lm.uses_chat_template

@@ -8,7 +8,7 @@ text-side baseline — ``text`` (the full prompt: ``text-tuned``) or ``select-te
 encoder's kept tokens as text: ``select-text-M-tuned``). The checkpoint is picked on validation F1.
 
 ``setup`` is :func:`tune`'s first lines; the loop only iterates; evaluation reuses
-:func:`latentwire.evaluate.evaluate` with the baseline's own prompt maker, so the tuned ceiling is
+:func:`latentwire.evaluation.evaluate.evaluate` with the baseline's own prompt maker, so the tuned ceiling is
 scored exactly like the baseline it starts from.
 """
 
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentwire.baselines import parse_baseline, text_prompt_maker
 from latentwire.batching import collate
 from latentwire.checkpoint import (
     FILENAME,
@@ -38,7 +37,8 @@ from latentwire.checkpoint import (
     write_outputs,
 )
 from latentwire.config import ConfigError, to_dict
-from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.evaluation.baselines import parse_baseline, text_prompt_maker
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.heads.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
 from latentwire.io import write_json
 from latentwire.losses import LossArgs, loss_parts

@@ -37,7 +37,7 @@ from latentwire.checkpoint import (
 )
 from latentwire.config import ConfigError, must, to_dict
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
+from latentwire.evaluation.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
 from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
 from latentwire.heads.adapters import embedding_rms
 from latentwire.heads.deep_prefix import kv_shape

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentwire.baselines import BaselineArgs, parse_baseline
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import EvalArgs
+from latentwire.evaluation.baselines import BaselineArgs, parse_baseline
+from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
 from latentwire.pretrain import PretrainRunArgs, check_pretrained

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from latentwire.baselines import BaselineArgs
 from latentwire.config import ConfigError, from_dict, load_yaml, merge_configs, to_dict
-from latentwire.evaluate import EvalArgs
+from latentwire.evaluation.baselines import BaselineArgs
+from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.train import TrainArgs
 from latentwire.workflow import WorkflowPlan

@@ -22,7 +22,7 @@ from latentwire.cli.add_receiver import TIMINGS
 from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import write_splits
-from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.extend import (
     ExtendArgs,
     add_receiver,
@@ -254,7 +254,7 @@ def test_extension_train_args_refuse_encoder_and_subset_keys():
 
 
 def test_cli_baseline_train_add_receiver_and_evaluate(world, tmp_path):
-    from latentwire.baselines import BaselineArgs
+    from latentwire.evaluation.baselines import BaselineArgs
 
     reg, man = world["registry"], world["manifests"]
     train_p, val_p, test_p = write_splits(
@@ -447,7 +447,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
     prompt, and the old receivers' predictions stay identical to the experiment's own evaluation."""
     from pathlib import Path
 
-    import latentwire.evaluate as evaluate_mod
+    import latentwire.evaluation.evaluate as evaluate_mod
     import latentwire.latent.prompts as latent_mod
     import latentwire.prompt as prompt_mod
     import latentwire.train as train_mod

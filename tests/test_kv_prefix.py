@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from latentwire.batching import collate, embed_ids
 from latentwire.config import ConfigError, from_dict
-from latentwire.evaluate import EvalArgs, evaluate, model_view
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view
 from latentwire.generation import generate_and_score
 from latentwire.heads.deep_prefix import DeepPrefix, DeepPrefixArgs, kv_shape
 from latentwire.heads.lora import lora_disabled

@@ -21,15 +21,14 @@ import torch
 import yaml
 from toy_data import capital_frame
 
-import latentwire.baselines as baselines_mod
-import latentwire.comparators as comparators_mod
-import latentwire.evaluate as evaluate_mod
+import latentwire.evaluation.baselines as baselines_mod
+import latentwire.evaluation.comparators as comparators_mod
+import latentwire.evaluation.evaluate as evaluate_mod
 import latentwire.latent.prompts as latent_mod
 import latentwire.prompt as prompt_mod
 import latentwire.teacher as teacher_mod
 import latentwire.text_tuning as tuning_mod
 import latentwire.train as train_mod
-from latentwire.baselines import text_prompt_maker
 from latentwire.batching import embed_ids
 from latentwire.cli import baseline as baseline_cli
 from latentwire.cli import latent as latent_cli
@@ -37,7 +36,8 @@ from latentwire.cli import select_windows as windows_cli
 from latentwire.cli.main import main
 from latentwire.cli.tuned import load_windows
 from latentwire.config import from_dict, to_dict
-from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.evaluation.baselines import text_prompt_maker
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_jsonl
 from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
@@ -169,10 +169,10 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
 
     where = {(name, module) for name, module, *_ in calls}
     assert where >= {
-        ("build_prompt", "latentwire.baselines"),
+        ("build_prompt", "latentwire.evaluation.baselines"),
         ("build_prompt", "latentwire.latent.prompts"),
         ("build_prompt", "latentwire.teacher"),
-        ("answer_ids", "latentwire.evaluate"),
+        ("answer_ids", "latentwire.evaluation.evaluate"),
         ("answer_ids", "latentwire.teacher"),
         ("answer_ids", "latentwire.train"),
         ("answer_ids", "latentwire.text_tuning"),
@@ -401,8 +401,8 @@ def test_tuned_ceilings_use_the_models_prompt_and_train_shots(base, calls, tmp_p
 
     where = {(name, module) for name, module, *_ in calls}
     assert where >= {
-        ("build_prompt", "latentwire.baselines"),
-        ("answer_ids", "latentwire.evaluate"),
+        ("build_prompt", "latentwire.evaluation.baselines"),
+        ("answer_ids", "latentwire.evaluation.evaluate"),
         ("answer_ids", "latentwire.text_tuning"),
     }
     windows = load_windows([files["train"], files["test"]])
@@ -411,7 +411,7 @@ def test_tuned_ceilings_use_the_models_prompt_and_train_shots(base, calls, tmp_p
         if name == "build_prompt":  # the model's scaffold (and content) of one direct call
             kind = a[4] if len(a) > 4 else kw.get("kind", "text")
             assert result == build_prompt(a[0], lm.tokenizer, own, False, kind)
-            if module == "latentwire.baselines":  # select-text: the window of the run's content text
+            if module == "latentwire.evaluation.baselines":  # select-text: the window of the run's content text
                 assert content_text(a[0], run.prompt) in windows
     capsys.readouterr()
     assert main([*evaluate_args, "--shots-from", str(paths["test"])]) == 2

@@ -3,7 +3,7 @@
 import pytest
 
 from latentwire.config import ConfigError, from_dict
-from latentwire.evaluate import EvalArgs
+from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.prompt import PromptArgs
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.train import LatentRunArgs

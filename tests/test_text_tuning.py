@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from latentwire.baselines import text_prompt_maker
 from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict, to_dict
+from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.heads.lora import LoraArgs, load_lora_state_dict, lora_state_dict
 from latentwire.text_tuning import TunedArgs, tune, tuned_step
 from latentwire.train import TrainArgs

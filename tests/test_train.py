@@ -15,7 +15,7 @@ import latentwire.checkpoint as checkpoint_mod
 import latentwire.train as train_mod
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
-from latentwire.evaluate import EvalArgs, model_view, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text

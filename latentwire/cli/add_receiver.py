@@ -20,11 +20,11 @@ from pathlib import Path
 from latentwire.cli.latent import _encoder_sources, _setup, shots_source
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
-from latentwire.evaluate import select_examples
+from latentwire.evaluation.evaluate import select_examples
+from latentwire.evaluation.latent_eval import evaluate_latent
+from latentwire.evaluation.metrics import mean
 from latentwire.extend import ExtendArgs, add_receiver, load_added
 from latentwire.io import read_jsonl, write_json, write_jsonl
-from latentwire.latent_eval import evaluate_latent
-from latentwire.metrics import mean
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance

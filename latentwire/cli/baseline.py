@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from latentwire.baselines import BaselineArgs, parse_baseline, text_prompt_maker
 from latentwire.cli.tuned import load_windows
-from latentwire.comparators import UPPER_BOUNDS
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
-from latentwire.evaluate import evaluate, model_view, select_examples
+from latentwire.evaluation.baselines import BaselineArgs, parse_baseline, text_prompt_maker
+from latentwire.evaluation.comparators import UPPER_BOUNDS
+from latentwire.evaluation.evaluate import evaluate, model_view, select_examples
 from latentwire.io import write_json, write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for

@@ -16,7 +16,7 @@ import torch
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders.hidden_cache import cache_meta, compute_hidden_cache, save_hidden_cache
-from latentwire.evaluate import EvalArgs, model_view, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_json
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text

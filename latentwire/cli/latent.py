@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
-from latentwire.evaluate import EvalArgs, model_view, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
+from latentwire.evaluation.latent_eval import evaluate_latent
 from latentwire.io import write_json
 from latentwire.latent.wire import Wire
-from latentwire.latent_eval import evaluate_latent
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance

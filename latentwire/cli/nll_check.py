@@ -2,7 +2,7 @@
 
 For the first ``--n`` questions of a SQuAD file (file order: the same questions everywhere), the
 gold-answer NLL is computed by hand from one plain forward and through the pipeline's scoring
-(:mod:`latentwire.nll_check`). Run it on two machines and compare ``nll_per_token_pipeline``: under
+(:mod:`latentwire.evaluation.nll_check`). Run it on two machines and compare ``nll_per_token_pipeline``: under
 the supported versions the numbers agree to 1e-3 (fp32, the default ``--dtype``); ``end_of_answer`` shows the token every
 answer ends in, the usual suspect when they do not.
 
@@ -18,8 +18,8 @@ import json
 import torch
 
 from latentwire.data import read_squad
+from latentwire.evaluation.nll_check import nll_check
 from latentwire.models import get_spec, load_model, load_registry
-from latentwire.nll_check import nll_check
 from latentwire.prompt import PromptArgs
 
 

@@ -18,7 +18,7 @@ from latentwire.config import ConfigError, from_dict
 from latentwire.data import read_split
 from latentwire.encoders import build_encoder, source_model_name
 from latentwire.encoders.core import load_trainable_state_dict
-from latentwire.evaluate import EvalArgs, model_view, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text

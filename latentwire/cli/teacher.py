@@ -11,7 +11,7 @@ import torch
 
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
-from latentwire.evaluate import EvalArgs, select_examples
+from latentwire.evaluation.evaluate import EvalArgs, select_examples
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from latentwire.baselines import text_prompt_maker
 from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
-from latentwire.evaluate import evaluate, select_examples
+from latentwire.evaluation.baselines import text_prompt_maker
+from latentwire.evaluation.evaluate import evaluate, select_examples
 from latentwire.heads.lora import apply_lora, load_lora_state_dict
 from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.models import get_spec, load_model, load_registry

@@ -3,7 +3,7 @@
 A latent of M slots is only evidence for a continuous code if it beats the best *discrete* choice of M
 content tokens fed as ordinary text (../docs/science.md). Every comparator here returns the indices of
 the content tokens it keeps, in their original order, in the receiver's own tokenization; the baseline
-prompt maker (:mod:`latentwire.baselines`) puts those ids between the prompt contract's prefix and
+prompt maker (:mod:`latentwire.evaluation.baselines`) puts those ids between the prompt contract's prefix and
 suffix, so scaffold, decoding and scoring are the text baseline's.
 
 Kinds (the ``{baseline}`` names, M the number of content positions kept):

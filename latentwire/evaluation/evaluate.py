@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from latentwire.batching import PromptMaker, collate, pad_answers
 from latentwire.config import FieldError
+from latentwire.evaluation.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.generation import generate_and_score, stop_at_strings
 from latentwire.kv_prefix import with_prefix
-from latentwire.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem
 from latentwire.prompt import PromptArgs, answer_ids, cut_at_stop, eos_id, prompt_for, stop_strings

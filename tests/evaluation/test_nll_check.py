@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from latentwire.data import read_squad
+from latentwire.evaluation.nll_check import nll_check
 from latentwire.models import load_model, load_registry
-from latentwire.nll_check import nll_check
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SQUAD_DEV = REPO / "resources" / "squad-dev-v1.1.json.gz"
 TOY = [
     {"id": f"t{i}", "question": q, "context": c, "answers": [a]}

@@ -1,9 +1,9 @@
-"""Text-side baselines and discrete comparators, each a prompt maker for :func:`latentwire.evaluate.evaluate`.
+"""Text-side baselines and discrete comparators, each a prompt maker for :func:`latentwire.evaluation.evaluate.evaluate`.
 
 The ``name`` of a baseline is what the workflow's ``{baseline}`` wildcard holds:
 
 - ``text`` (full prompt), ``closed`` (question only), ``budget-M`` (first M content tokens);
-- the discrete comparators of :mod:`latentwire.comparators` at M content positions: ``tail-M``,
+- the discrete comparators of :mod:`latentwire.evaluation.comparators` at M content positions: ``tail-M``,
   ``lexical-M``, ``selfinfo-M``, ``select-text-M`` and the upper bound ``oracle-M``.
 
 All are built on the prompt contract: the same prefix and suffix, only the content span differs.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 
 from latentwire.batching import PromptMaker, embed_ids
-from latentwire.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
-from latentwire.evaluate import EvalArgs
+from latentwire.evaluation.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
+from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text, prompt_for
 

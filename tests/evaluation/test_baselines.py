@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from latentwire.baselines import parse_baseline, text_prompt_maker
 from latentwire.batching import embed_ids
-from latentwire.evaluate import EvalArgs, evaluate
+from latentwire.evaluation.baselines import parse_baseline, text_prompt_maker
+from latentwire.evaluation.evaluate import EvalArgs, evaluate
 from latentwire.prompt import PromptArgs, build_prompt, content_text
 
 VIEW = {

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from latentwire.baselines import text_prompt_maker
-from latentwire.comparators import (
+from latentwire.evaluation.baselines import text_prompt_maker
+from latentwire.evaluation.comparators import (
     content_offsets,
     content_surprisal,
     keep_lexical,
@@ -128,7 +128,7 @@ def test_select_text_same_tokenizer_uses_the_kept_ids(tiny_lm):
 def test_generation_does_not_depend_on_the_gold_answers(tiny_lm, name):
     """No leakage by construction: the same examples with other gold answers give the same model
     inputs, the same generations and first tokens (only the gold-scoring NLL may change)."""
-    from latentwire.evaluate import EvalArgs, evaluate
+    from latentwire.evaluation.evaluate import EvalArgs, evaluate
 
     args = PromptArgs()
     ex = [

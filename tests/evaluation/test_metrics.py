@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from latentwire.metrics import (
+from latentwire.evaluation.metrics import (
     ANSWER_METRICS,
     exact_match,
     f1_score,

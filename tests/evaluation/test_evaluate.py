@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from latentwire.baselines import text_prompt_maker
 from latentwire.batching import collate
 from latentwire.config import ConfigError, from_dict
-from latentwire.evaluate import EvalArgs, evaluate, model_view, select_examples, summarize
-from latentwire.metrics import postprocess_answer
+from latentwire.evaluation.baselines import text_prompt_maker
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples, summarize
+from latentwire.evaluation.metrics import postprocess_answer
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
 from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
 
@@ -117,7 +117,7 @@ def test_evaluate_rows_match_direct_scoring(tiny_lm):
 
 
 def test_summarize_flags_collapse_only_when_predictions_are_one_answer():
-    from latentwire.evaluate import summarize
+    from latentwire.evaluation.evaluate import summarize
 
     def rows(preds):
         return [
@@ -143,7 +143,7 @@ def test_summarize_flags_collapse_only_when_predictions_are_one_answer():
 def test_cache_scoring_is_checked_and_replaced_when_it_disagrees(tiny_lm, monkeypatch):
     """If scoring through the prefill cache disagrees with the full forward (seen on one CUDA
     setup), evaluate() detects it on the first batch and scores with the full forward."""
-    import latentwire.evaluate as ev
+    import latentwire.evaluation.evaluate as ev
     from latentwire.generation import generate_and_score
 
     exs = [

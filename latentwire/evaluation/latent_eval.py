@@ -13,9 +13,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentwire.evaluate import evaluate, model_view
+from latentwire.evaluation.evaluate import evaluate, model_view
+from latentwire.evaluation.joint import rescore_jointly
 from latentwire.io import write_json, write_jsonl
-from latentwire.joint import rescore_jointly
 from latentwire.latent.interlingua import Interlingua
 from latentwire.latent.payload import payload_bytes
 from latentwire.latent.prompts import donor_map, latent_prompt_maker

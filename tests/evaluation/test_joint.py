@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentwire.batching import embed_ids
-from latentwire.joint import candidate_scores, joint_summary
+from latentwire.evaluation.joint import candidate_scores, joint_summary
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
 
 GOLDS = [["Denver Broncos"], ["Paris"], ["Santa Clara, California"], ["1879"]]

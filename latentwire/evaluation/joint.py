@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from latentwire.batching import collate, pad_answers
-from latentwire.evaluate import model_view
+from latentwire.evaluation.evaluate import model_view
+from latentwire.evaluation.metrics import f1_score, mean, normalize_answer
 from latentwire.kv_prefix import KVPrefix, with_prefix
 from latentwire.latent.prompts import latent_inputs
-from latentwire.metrics import f1_score, mean, normalize_answer
 from latentwire.prompt import answer_ids, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits, token_logprobs
 

@@ -2,7 +2,7 @@
 
 :func:`nll_by_hand` scores each example with ONE plain forward over ``prompt ids + answer ids``
 (``input_ids``, no padding, no cache, no ``logits_to_keep``): the logits at column ``T - 1 + j``
-predict answer token ``j``. :func:`nll_check` puts that beside what :func:`latentwire.evaluate.evaluate`
+predict answer token ``j``. :func:`nll_check` puts that beside what :func:`latentwire.evaluation.evaluate.evaluate`
 reports for the same text prompts, together with the library versions and the tokens that shape the
 number (the end-of-answer token), so two machines can compare one JSON to 1e-3.
 """
@@ -34,8 +34,8 @@ def nll_by_hand(lm: LoadedModel, example: dict, prompt_args: PromptArgs) -> floa
 
 def nll_check(lm: LoadedModel, examples: list[dict], prompt_args: PromptArgs, batch_size: int = 8) -> dict:
     """Per-example and mean NLL/token by hand and through ``evaluate``, plus what shaped them."""
-    from latentwire.baselines import text_prompt_maker
-    from latentwire.evaluate import EvalArgs, evaluate
+    from latentwire.evaluation.baselines import text_prompt_maker
+    from latentwire.evaluation.evaluate import EvalArgs, evaluate
 
     hand = [nll_by_hand(lm, e, prompt_args) for e in examples]
     ev = EvalArgs(n_examples=0, batch_size=batch_size, max_new_tokens=8, device=str(lm.device))
