@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentwire.analysis.stats import StatsArgs
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
@@ -23,7 +24,6 @@ from latentwire.models import load_registry
 from latentwire.pretrain import PretrainRunArgs, check_pretrained
 from latentwire.prompt import PromptArgs, prompt_for
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
-from latentwire.stats import StatsArgs
 from latentwire.teacher import TeacherArgs, TeacherRunArgs
 from latentwire.train import LatentRunArgs
 

@@ -2,7 +2,7 @@
 
 Both read results files only: ``metrics.json`` (and the ``predictions.jsonl`` the same job wrote
 beside it), ``joint.json`` and ``train_log.jsonl``; never checkpoints. Bootstrap settings arrive as
-``--config-json`` (:class:`latentwire.stats.StatsArgs`) and are written into every output.
+``--config-json`` (:class:`latentwire.analysis.stats.StatsArgs`) and are written into every output.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import argparse
 import json
 import logging
 
-from latentwire import hypotheses, intervals
+from latentwire.analysis import hypotheses, intervals
+from latentwire.analysis.results import ResultSet, read_train_log
+from latentwire.analysis.stats import StatsArgs
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.io import write_json, write_text
 from latentwire.provenance import provenance
-from latentwire.results import ResultSet, read_train_log
-from latentwire.stats import StatsArgs
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from latentwire import figures  # matplotlib only where needed
+    from latentwire.analysis import figures  # matplotlib only where needed
 
     _check_pairs(args.metrics, args.datasets, "--metrics/--datasets")
     _check_pairs(args.train_logs, args.train_labels, "--train-logs/--train-labels")

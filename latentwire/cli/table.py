@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from latentwire.analysis.tables import gather, to_markdown
 from latentwire.io import write_json, write_text
 from latentwire.provenance import provenance
-from latentwire.tables import gather, to_markdown
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 from result_files import write_joint, write_system
 
+from latentwire.analysis.hypotheses import MET, NOT_EVALUABLE, NOT_MET, build_hypotheses
+from latentwire.analysis.results import ResultSet
+from latentwire.analysis.stats import StatsArgs
 from latentwire.cli.main import main
-from latentwire.hypotheses import MET, NOT_EVALUABLE, NOT_MET, build_hypotheses
-from latentwire.results import ResultSet
-from latentwire.stats import StatsArgs
 
 ARGS = StatsArgs(n_resamples=300, seed=0, alpha=0.05)
 N = 40
@@ -150,7 +150,7 @@ def test_intervals_are_clustered_by_article_when_rows_name_it(tmp_path):
     files = [write_system(tmp_path, "m1", "text", TEXT_F1, titles=titles)]
     files += [write_system(tmp_path, "m1", "budget-12", 0.1, content_positions=12, titles=titles)]
     rs = ResultSet.load(files, ["squad"] * len(files))
-    from latentwire.intervals import build_intervals
+    from latentwire.analysis.intervals import build_intervals
 
     iv = build_intervals(rs, ARGS)
     assert iv["method"].str.contains("clustered by article \\(5 articles").all()

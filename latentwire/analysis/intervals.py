@@ -1,6 +1,6 @@
 """The intervals table: a bootstrap CI for every metric of every system, and the paired deltas.
 
-Rows (one per system or comparison, and metric of :data:`latentwire.results.METRICS`):
+Rows (one per system or comparison, and metric of :data:`latentwire.analysis.results.METRICS`):
 
 - ``mean``: the metric of one system with its percentile-bootstrap CI over examples;
 - ``difference``: ``system − reference`` on the same examples (paired bootstrap), for each latent
@@ -10,7 +10,7 @@ Rows (one per system or comparison, and metric of :data:`latentwire.results.METR
   old receiver's single is the source experiment's latent, whose predictions the extension
   reproduces exactly);
 - ``seed mean``: latent experiments that differ only in ``train.seed``, averaged over seeds
-  (:func:`latentwire.stats.seed_mean_ci`).
+  (:func:`latentwire.analysis.stats.seed_mean_ci`).
 
 Joint rescoring: ``joint.json`` holds aggregates only, so ``joint − best single`` is a point
 estimate without CI, unless the file carries per-example picks as ``examples: [{"id", "f1_joint"}]``
@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latentwire.results import METRICS, ResultSet, SystemResult, cluster_map, parse_system
-from latentwire.stats import Interval, StatsArgs, bootstrap_ci, paired_diff_ci, seed_mean_ci, values_by_id
+from latentwire.analysis.results import METRICS, ResultSet, SystemResult, cluster_map, parse_system
+from latentwire.analysis.stats import (
+    Interval,
+    StatsArgs,
+    bootstrap_ci,
+    paired_diff_ci,
+    seed_mean_ci,
+    values_by_id,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentwire.analysis.stats import values_by_id
 from latentwire.io import read_json, read_jsonl
 from latentwire.provenance import config_hash
-from latentwire.stats import values_by_id
 
 # Per-example metrics with a CI: key -> (label, unit, row -> value). F1/EM/first@1 in % points.
 METRICS: dict[str, tuple[str, str, Callable[[dict], float]]] = {

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from result_files import write_system, write_train_log
 
-from latentwire import figures
+from latentwire.analysis import figures
+from latentwire.analysis.intervals import build_intervals
+from latentwire.analysis.results import ResultSet
+from latentwire.analysis.stats import StatsArgs
 from latentwire.cli.main import main
-from latentwire.intervals import build_intervals
-from latentwire.results import ResultSet
-from latentwire.stats import StatsArgs
 
 NAMES = ("f1-vs-m", "latency", "payload", "training")
 

@@ -14,7 +14,7 @@ Hypotheses (F1 in points, 0-100):
 - H2  latent F1 > budget-M F1 + 3, budget-M with M = the latent's content positions;
 - H3  latent NLL/token <= 1.05 x text NLL/token (paired CI of the ratio of means);
 - H4  joint rescoring F1 >= best single receiver F1 + 1.5 (from ``joint.json``; see
-  :func:`latentwire.intervals.joint_delta` for when a CI exists);
+  :func:`latentwire.analysis.intervals.joint_delta` for when a CI exists);
 - H5a prefill reduced: >= 4x fewer content positions, and the median per-batch prefill time of text
   over latent (speed-up) has its CI above 1 (paired by batch when both runs batched the same ids);
 - H5b payload reduced: the latent's bytes on the wire (smallest *evaluated* wire format: int8 if the
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latentwire.intervals import budget_at, fmt_ci, joint_delta, paired_delta
-from latentwire.results import ResultSet, SystemResult, cluster_map, text_side_kind
-from latentwire.stats import Interval, StatsArgs, bootstrap_ci, paired_ratio_ci, two_sample_ratio_ci
+from latentwire.analysis.intervals import budget_at, fmt_ci, joint_delta, paired_delta
+from latentwire.analysis.results import ResultSet, SystemResult, cluster_map, text_side_kind
+from latentwire.analysis.stats import Interval, StatsArgs, bootstrap_ci, paired_ratio_ci, two_sample_ratio_ci
 
 MET, NOT_MET, NOT_EVALUABLE = "met", "not met", "not evaluable"
 H1_MAX_DROP, MIN_COMPRESSION, H2_MARGIN, H3_MAX_RATIO, H4_MARGIN = 2.0, 4.0, 3.0, 1.05, 1.5

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from latentwire.config import ConfigError, from_dict
-from latentwire.stats import (
+from latentwire.analysis.stats import (
     StatsArgs,
     bootstrap_ci,
     paired_diff_ci,
@@ -14,6 +13,7 @@ from latentwire.stats import (
     two_sample_ratio_ci,
     values_by_id,
 )
+from latentwire.config import ConfigError, from_dict
 
 ARGS = StatsArgs(n_resamples=1000, seed=0, alpha=0.05)
 
@@ -110,7 +110,7 @@ def test_stats_args_are_validated_strictly():
 
 
 def test_cluster_weights_resample_whole_articles():
-    from latentwire.stats import cluster_weights
+    from latentwire.analysis.stats import cluster_weights
 
     labels = ("a", "a", "a", "b", "c", "c")
     W = cluster_weights(labels, 200, 0)  # (R, n)

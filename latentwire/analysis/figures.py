@@ -27,8 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from latentwire.analysis.results import ResultSet  # noqa: E402
 from latentwire.io import atomic_path  # noqa: E402
-from latentwire.results import ResultSet  # noqa: E402
 
 
 def read_intervals(path: str | Path) -> pd.DataFrame:

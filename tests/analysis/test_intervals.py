@@ -5,9 +5,9 @@ import json
 import pytest
 from result_files import write_joint, write_system
 
-from latentwire.intervals import build_intervals, to_markdown
-from latentwire.results import ResultSet
-from latentwire.stats import StatsArgs
+from latentwire.analysis.intervals import build_intervals, to_markdown
+from latentwire.analysis.results import ResultSet
+from latentwire.analysis.stats import StatsArgs
 
 ARGS = StatsArgs(n_resamples=200, seed=0)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from latentwire.analysis.results import system_order
 from latentwire.io import read_json
-from latentwire.results import system_order
 
 COLUMNS = [
     ("dataset", "dataset"),

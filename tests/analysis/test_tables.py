@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from latentwire.analysis.tables import COLUMNS, gather, to_markdown
 from latentwire.io import write_json
-from latentwire.tables import COLUMNS, gather, to_markdown
 
 
 def _metrics(system: str, model: str = "m1", **extra) -> dict:
@@ -104,7 +104,7 @@ def test_to_markdown(metric_files):
 
 
 def test_shares_of_the_tuned_ceiling_and_of_text(tmp_path):
-    from latentwire.tables import gather
+    from latentwire.analysis.tables import gather
 
     files = []
     for system, f1 in (("text", 0.5), ("text-tuned-s0", 0.6), ("text-tuned-s1", 0.8), ("latent:e", 0.35)):
