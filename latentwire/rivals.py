@@ -3,7 +3,7 @@
 For each M that a latent experiment's receivers read (``LatentArgs.read_slots``), the workflow adds the
 token budget ``budget-M`` and the discrete comparators of :mod:`latentwire.evaluation.comparators` at that M
 (``select-text-M`` only where a ``select`` experiment reads M slots: its checkpoint decides the kept
-tokens). ``tuned`` adds matched-supervision text ceilings (:mod:`latentwire.text_tuning`): LoRA on each
+tokens). ``tuned`` adds matched-supervision text ceilings (:mod:`latentwire.training.text_tuning`): LoRA on each
 receiver reading ``text`` or ``select-text-M``, trained on the schedule and losses of the named latent
 experiment's Stage B, one job per seed.
 """
@@ -16,8 +16,8 @@ from latentwire.config import ConfigError
 from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.heads.lora import LoraArgs
 from latentwire.prompt import PromptArgs
-from latentwire.text_tuning import TUNABLE, TunedArgs, stage_b_schedule
-from latentwire.train import LatentRunArgs
+from latentwire.training.loop import LatentRunArgs
+from latentwire.training.text_tuning import TUNABLE, TunedArgs, stage_b_schedule
 
 KINDS = ("tail", "lexical", "selfinfo", "select-text", "oracle")
 

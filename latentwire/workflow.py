@@ -19,13 +19,13 @@ from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
 from latentwire.evaluation.baselines import BaselineArgs, parse_baseline
 from latentwire.evaluation.evaluate import EvalArgs
-from latentwire.extend import Extension, parse_extensions
 from latentwire.models import load_registry
-from latentwire.pretrain import PretrainRunArgs, check_pretrained
 from latentwire.prompt import PromptArgs, prompt_for
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
-from latentwire.teacher import TeacherArgs, TeacherRunArgs
-from latentwire.train import LatentRunArgs
+from latentwire.training.extend import Extension, parse_extensions
+from latentwire.training.loop import LatentRunArgs
+from latentwire.training.pretrain import PretrainRunArgs, check_pretrained
+from latentwire.training.teacher import TeacherArgs, TeacherRunArgs
 
 SPLITS = ("test", "train", "validation")
 
@@ -363,7 +363,7 @@ class WorkflowPlan:
         labels = [f"{d}/{e}" for d in self.datasets for e in self.experiments]
         return labels + [f"{d}/{x.label}" for d in self.datasets for x in self.extensions.values()]
 
-    # --- receivers added to a trained wire (latentwire/extend.py, workflow/rules/extend.smk) -----
+    # --- receivers added to a trained wire (latentwire/training/extend.py, workflow/rules/extend.smk) -----
     def extension_receivers(self) -> list[str]:
         return sorted({x.args.receiver for x in self.extensions.values()} - set(self.models))
 

@@ -20,7 +20,7 @@ from latentwire.models.synthetic import (
     synthetic_examples,
 )
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
-from latentwire.train import LatentRunArgs
+from latentwire.training.loop import LatentRunArgs
 
 CPU = torch.device("cpu")
 TINY = {

@@ -25,7 +25,7 @@ from latentwire.kv_prefix import KVPrefix, text_kv, with_prefix
 from latentwire.latent.interlingua import LatentArgs
 from latentwire.latent.prompts import latent_prompt_maker, latent_prompts
 from latentwire.scoring import answer_logits
-from latentwire.train import LatentRunArgs, _step_loss, build_interlingua
+from latentwire.training.loop import LatentRunArgs, _step_loss, build_interlingua
 
 CPU = torch.device("cpu")
 TEXTS = ["Paris is the capital and largest city of France.", "Rome is the capital of Italy."]

@@ -26,9 +26,9 @@ import latentwire.evaluation.comparators as comparators_mod
 import latentwire.evaluation.evaluate as evaluate_mod
 import latentwire.latent.prompts as latent_mod
 import latentwire.prompt as prompt_mod
-import latentwire.teacher as teacher_mod
-import latentwire.text_tuning as tuning_mod
-import latentwire.train as train_mod
+import latentwire.training.loop as train_mod
+import latentwire.training.teacher as teacher_mod
+import latentwire.training.text_tuning as tuning_mod
 from latentwire.batching import embed_ids
 from latentwire.cli import baseline as baseline_cli
 from latentwire.cli import latent as latent_cli
@@ -43,9 +43,9 @@ from latentwire.io import read_jsonl
 from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.prompt import PromptArgs, attach_shots, build_prompt, content_text, prompt_for
-from latentwire.teacher import TeacherArgs, compute_teacher_topk
-from latentwire.text_tuning import TunedArgs, tuned_step
-from latentwire.train import LatentRunArgs, TrainArgs, build_interlingua, train_step
+from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train_step
+from latentwire.training.teacher import TeacherArgs, compute_teacher_topk
+from latentwire.training.text_tuning import TunedArgs, tuned_step
 
 CPU = torch.device("cpu")
 BASE_PROMPT = {
@@ -171,11 +171,11 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
     assert where >= {
         ("build_prompt", "latentwire.evaluation.baselines"),
         ("build_prompt", "latentwire.latent.prompts"),
-        ("build_prompt", "latentwire.teacher"),
+        ("build_prompt", "latentwire.training.teacher"),
         ("answer_ids", "latentwire.evaluation.evaluate"),
-        ("answer_ids", "latentwire.teacher"),
-        ("answer_ids", "latentwire.train"),
-        ("answer_ids", "latentwire.text_tuning"),
+        ("answer_ids", "latentwire.training.teacher"),
+        ("answer_ids", "latentwire.training.loop"),
+        ("answer_ids", "latentwire.training.text_tuning"),
     }
     eos = prompt_mod.eos_id(tok, spec.eos_token)
     for name, module, args, result, a, kw in calls:
@@ -403,7 +403,7 @@ def test_tuned_ceilings_use_the_models_prompt_and_train_shots(base, calls, tmp_p
     assert where >= {
         ("build_prompt", "latentwire.evaluation.baselines"),
         ("answer_ids", "latentwire.evaluation.evaluate"),
-        ("answer_ids", "latentwire.text_tuning"),
+        ("answer_ids", "latentwire.training.text_tuning"),
     }
     windows = load_windows([files["train"], files["test"]])
     for name, module, args, result, a, kw in calls:

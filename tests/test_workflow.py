@@ -198,7 +198,7 @@ def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp
 def test_full_run_adds_tiny_gemma_to_selects_wire(test_run):
     """latent.extensions.gemma: only tiny-gemma's head trained, on select's frozen and hash-checked
     checkpoint; the old receivers' predictions equal select's own evaluation (wire_check.json)."""
-    from latentwire.extend import file_sha256
+    from latentwire.training.extend import file_sha256
 
     folder = test_run / "results" / "extend" / "squad" / "select+tiny-gemma"
     check = json.loads((folder / "eval" / "wire_check.json").read_text())
@@ -356,7 +356,7 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     """Only experiments with loss.w_kd > 0 get the teacher_logits outputs as inputs; a KD experiment
     that does not fit the cache (K, prompt contract) fails at parse time."""
     from latentwire.config import ConfigError, from_dict
-    from latentwire.teacher import TeacherRunArgs
+    from latentwire.training.teacher import TeacherRunArgs
     from latentwire.workflow import WorkflowPlan
 
     work = copy_scenario(tmp_path)

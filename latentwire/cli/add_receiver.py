@@ -1,7 +1,7 @@
 """``latentwire add-receiver`` and ``latentwire eval-added-receiver``: a new receiver on a trained wire.
 
 add-receiver trains only the newcomer's reading head on a finished experiment's frozen checkpoint
-(:mod:`latentwire.extend`); eval-added-receiver evaluates the extended wire on the same path as
+(:mod:`latentwire.training.extend`); eval-added-receiver evaluates the extended wire on the same path as
 eval-latent: the newcomer with its controls and the int8 wire, the old receivers' latent again,
 joint rescoring over all of them, and ``wire_check.json``: the old receivers' prediction rows
 (``wire_check/{model}/predictions.jsonl``) compared with the experiment's own evaluation (timings
@@ -23,11 +23,11 @@ from latentwire.data import read_split
 from latentwire.evaluation.evaluate import select_examples
 from latentwire.evaluation.latent_eval import evaluate_latent
 from latentwire.evaluation.metrics import mean
-from latentwire.extend import ExtendArgs, add_receiver, load_added
 from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
+from latentwire.training.extend import ExtendArgs, add_receiver, load_added
 
 TIMINGS = ("prefill_s", "decode_s_per_token")  # the only row fields allowed to differ between runs
 

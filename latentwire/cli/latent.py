@@ -26,7 +26,7 @@ from latentwire.latent.wire import Wire
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance
-from latentwire.train import LatentRunArgs, build_interlingua, train
+from latentwire.training.loop import LatentRunArgs, build_interlingua, train
 
 log = logging.getLogger(__name__)
 

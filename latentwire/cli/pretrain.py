@@ -1,6 +1,6 @@
 """``latentwire pretrain-encoder``: pretrain an encoder + projectors through the frozen receivers.
 
-Continuation + reconstruction on the train split's contexts (see :mod:`latentwire.pretrain`); the
+Continuation + reconstruction on the train split's contexts (see :mod:`latentwire.training.pretrain`); the
 validation / test splits are read only to refuse any of their articles. Writes
 ``encoder.safetensors`` (what a fine-tuning experiment naming this run starts from), the step log,
 a summary and ``run.json`` (resolved config + provenance).
@@ -20,9 +20,9 @@ from latentwire.data import read_split
 from latentwire.encoders import source_model_name
 from latentwire.io import write_json
 from latentwire.models import load_model, load_registry
-from latentwire.pretrain import PretrainRunArgs, pretrain, pretrain_contexts
 from latentwire.provenance import provenance
-from latentwire.train import build_interlingua
+from latentwire.training.loop import build_interlingua
+from latentwire.training.pretrain import PretrainRunArgs, pretrain, pretrain_contexts
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from latentwire.evaluation.evaluate import EvalArgs, select_examples
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
-from latentwire.teacher import TeacherRunArgs, compute_teacher_topk, save_teacher_cache, teacher_meta
+from latentwire.training.teacher import TeacherRunArgs, compute_teacher_topk, save_teacher_cache, teacher_meta
 
 log = logging.getLogger(__name__)
 

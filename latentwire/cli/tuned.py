@@ -1,7 +1,7 @@
 """``latentwire tune-text`` and ``latentwire eval-tuned``: a text-side ceiling trained like a latent.
 
 tune-text trains LoRA on one receiver reading ``text`` or ``select-text-M`` prompts
-(:mod:`latentwire.text_tuning`); eval-tuned rebuilds it from ``best.safetensors`` and evaluates it
+(:mod:`latentwire.training.text_tuning`); eval-tuned rebuilds it from ``best.safetensors`` and evaluates it
 exactly like the baseline it reads, as system ``{kind}-tuned-s{seed}``.
 """
 
@@ -24,7 +24,7 @@ from latentwire.io import read_jsonl, write_json, write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, prompt_for
 from latentwire.provenance import provenance
-from latentwire.text_tuning import TunedArgs, tune
+from latentwire.training.text_tuning import TunedArgs, tune
 
 log = logging.getLogger(__name__)
 

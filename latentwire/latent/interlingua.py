@@ -101,7 +101,7 @@ class Interlingua(nn.Module):
     Receiver LoRA tensors live inside the receiver models; :meth:`attach_lora` registers them so
     they join :meth:`trainable_parameters` and the checkpoint.
 
-    ``private_of`` (an extended wire, :mod:`latentwire.extend`): receivers that joined after the
+    ``private_of`` (an extended wire, :mod:`latentwire.training.extend`): receivers that joined after the
     wire was trained, each mapped to the wire receiver whose private slots it reads. Only the other
     receivers (:attr:`wire_names`) size Z and own private slots, so adding one leaves Z unchanged.
     """

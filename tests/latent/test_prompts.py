@@ -10,7 +10,7 @@ from latentwire.latent.interlingua import LatentArgs
 from latentwire.latent.payload import payload_bytes, roundtrip
 from latentwire.latent.prompts import donor_map, latent_prompt_maker, latent_prompts
 from latentwire.prompt import PromptArgs, build_prompt, content_text
-from latentwire.train import build_interlingua
+from latentwire.training.loop import build_interlingua
 
 VIEWS = [
     {"question": "Who won Super Bowl 50?", "context": "Denver Broncos defeated the Carolina Panthers."},

@@ -1,5 +1,5 @@
 # Text-teacher logits for knowledge distillation: computed once per (dataset, model) on the training
-# split and cached as top-k (latentwire.teacher); only experiments with loss.w_kd > 0 read them.
+# split and cached as top-k (latentwire.training.teacher); only experiments with loss.w_kd > 0 read them.
 
 
 rule teacher_logits:

@@ -11,8 +11,8 @@ from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.heads.lora import LoraArgs, load_lora_state_dict, lora_state_dict
-from latentwire.text_tuning import TunedArgs, tune, tuned_step
-from latentwire.train import TrainArgs
+from latentwire.training.loop import TrainArgs
+from latentwire.training.text_tuning import TunedArgs, tune, tuned_step
 
 ROWS = [
     {
@@ -115,7 +115,7 @@ def _reload(tiny_spec, tmp_path):
 
 
 def _count_steps(monkeypatch, die_at: int = 0) -> list:
-    import latentwire.text_tuning as tt
+    import latentwire.training.text_tuning as tt
 
     real, calls = tt.tuned_step, []
 
@@ -164,8 +164,8 @@ def test_a_killed_tuning_resumes_exactly_and_a_changed_setting_starts_afresh(
 
 
 def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(fresh_lm, tmp_path, monkeypatch):
-    import latentwire.nonfinite as nonfinite
-    import latentwire.text_tuning as tt
+    import latentwire.training.nonfinite as nonfinite
+    import latentwire.training.text_tuning as tt
 
     real, calls = tt.tuned_step, []
 

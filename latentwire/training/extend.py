@@ -3,7 +3,7 @@
 A finished experiment's checkpoint holds the encoder and the reading heads of its receivers (the
 *wire receivers*). A newcomer joins by training its own reading head only (adapter, and the deep
 prefix / coprocessor / gist head / LoRA where the experiment has them) on the same train split,
-with the experiment's validation and best-checkpoint selection (:func:`latentwire.train.train` on
+with the experiment's validation and best-checkpoint selection (:func:`latentwire.training.loop.train` on
 the newcomer alone, with the extended interlingua prebuilt here):
 
 - **Z is unchanged.** The encoder is built for the wire receivers' slot count and loaded from the
@@ -17,7 +17,7 @@ the newcomer alone, with the extended interlingua prebuilt here):
   besides the newcomer's own, checked after training and again before evaluation.
 
 The old receivers' Z, soft tokens and predictions are therefore bit-identical to the experiment's
-(``tests/test_extend.py``).
+(``tests/training/test_extend.py``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.heads.lora import LoraArgs, apply_lora
 from latentwire.io import read_json, write_json
 from latentwire.latent.interlingua import Interlingua, _key
-from latentwire.losses import LossArgs
 from latentwire.models import LoadedModel
-from latentwire.train import LatentRunArgs, TrainArgs, build_interlingua, train
+from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train
+from latentwire.training.losses import LossArgs
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def add_receiver(
 ) -> dict:
     """Train ``new_lm``'s head on the experiment's frozen wire; write ``extension.json``.
 
-    Checkpoints, log and summary land in ``out_dir`` as for :func:`latentwire.train.train`; every
+    Checkpoints, log and summary land in ``out_dir`` as for :func:`latentwire.training.loop.train`; every
     checkpoint holds the whole interlingua (frozen part included, so evaluation loads one file) and
     is checked against the source's hash. Returns ``{"summary", "extension"}``.
     """

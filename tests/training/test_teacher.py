@@ -11,11 +11,11 @@ import yaml
 from latentwire.batching import collate
 from latentwire.cli.main import main
 from latentwire.data.prepare import write_splits
-from latentwire.losses import TopKTeacher, kd_loss, topk_kd_loss
 from latentwire.models import materialize
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
 from latentwire.scoring import answer_logits
-from latentwire.teacher import (
+from latentwire.training.losses import TopKTeacher, kd_loss, topk_kd_loss
+from latentwire.training.teacher import (
     TeacherArgs,
     TeacherCache,
     compute_teacher_topk,

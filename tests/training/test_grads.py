@@ -6,7 +6,13 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
+from latentwire.training.grads import (
+    add_part_grads,
+    checkpointed_receivers,
+    grad_norms,
+    micro_batches,
+    part_grads,
+)
 
 
 def test_micro_batches_cover_the_batch_in_order():

@@ -25,7 +25,15 @@ import numpy as np
 import torch
 
 from latentwire.batching import collate
-from latentwire.checkpoint import (
+from latentwire.config import ConfigError, to_dict
+from latentwire.evaluation.baselines import parse_baseline, text_prompt_maker
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.heads.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
+from latentwire.io import write_json
+from latentwire.models import LoadedModel
+from latentwire.prompt import PromptArgs, answer_ids, eos_id, prompt_for
+from latentwire.scoring import answer_logits
+from latentwire.training.checkpoint import (
     FILENAME,
     frame_digest,
     json_digest,
@@ -36,17 +44,9 @@ from latentwire.checkpoint import (
     trainable_weights,
     write_outputs,
 )
-from latentwire.config import ConfigError, to_dict
-from latentwire.evaluation.baselines import parse_baseline, text_prompt_maker
-from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
-from latentwire.heads.lora import LoraArgs, apply_lora, load_lora_state_dict, lora_state_dict
-from latentwire.io import write_json
-from latentwire.losses import LossArgs, loss_parts
-from latentwire.models import LoadedModel
-from latentwire.nonfinite import SkipBudget, guarded_update
-from latentwire.prompt import PromptArgs, answer_ids, eos_id, prompt_for
-from latentwire.scoring import answer_logits
-from latentwire.train import TrainArgs, _continues, _schedule
+from latentwire.training.loop import TrainArgs, _continues, _schedule
+from latentwire.training.losses import LossArgs, loss_parts
+from latentwire.training.nonfinite import SkipBudget, guarded_update
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
 
 
 class LoraWeights:
-    """A receiver's LoRA tensors as :mod:`latentwire.checkpoint` saves and restores trainable weights."""
+    """A receiver's LoRA tensors as :mod:`latentwire.training.checkpoint` saves and restores trainable weights."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -153,7 +153,7 @@ def tune(
     ``train_log.jsonl`` and ``train_summary.json`` into ``out_dir``, each whole at the end; return the
     summary.
 
-    Resumable like :func:`latentwire.train.train`: one atomic checkpoint (LoRA, best LoRA, optimizer,
+    Resumable like :func:`latentwire.training.loop.train`: one atomic checkpoint (LoRA, best LoRA, optimizer,
     scheduler, RNG, log) at every validation in ``state_dir/<key>/`` (default ``out_dir/.state``),
     keyed by :func:`tuned_identity`; a rerun after a kill resumes from it, other settings start afresh.
 

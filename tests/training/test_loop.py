@@ -11,22 +11,22 @@ import torch
 from safetensors.torch import load_file
 from toy_data import capital_frame
 
-import latentwire.checkpoint as checkpoint_mod
-import latentwire.train as train_mod
+import latentwire.training.checkpoint as checkpoint_mod
+import latentwire.training.loop as train_mod
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
 from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text
-from latentwire.teacher import (
+from latentwire.training.loop import LatentRunArgs, _step_loss, build_interlingua, train, train_step, validate
+from latentwire.training.teacher import (
     TeacherArgs,
     compute_teacher_topk,
     load_teacher_caches,
     save_teacher_cache,
     teacher_meta,
 )
-from latentwire.train import LatentRunArgs, _step_loss, build_interlingua, train, train_step, validate
 
 CPU = torch.device("cpu")
 CAPITALS = [

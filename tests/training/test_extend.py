@@ -1,4 +1,4 @@
-"""Adding a receiver to a trained wire (latentwire/extend.py, cli/add_receiver.py) on tiny models.
+"""Adding a receiver to a trained wire (latentwire/training/extend.py, cli/add_receiver.py) on tiny models.
 
 The wire is trained on tiny Llama + Qwen2 receivers; the newcomer is the tiny Gemma (a third
 architecture: its embedding layer scales rows by sqrt(d) = 8, and it has no chat template). Old
@@ -23,7 +23,13 @@ from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.prepare import write_splits
 from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
-from latentwire.extend import (
+from latentwire.heads.lora import LoraArgs
+from latentwire.io import read_json, read_jsonl
+from latentwire.latent.prompts import latent_prompt_maker
+from latentwire.models import load_model, materialize
+from latentwire.models.tiny import save_tiny
+from latentwire.prompt import content_text
+from latentwire.training.extend import (
     ExtendArgs,
     add_receiver,
     build_extended,
@@ -32,13 +38,7 @@ from latentwire.extend import (
     file_sha256,
     load_added,
 )
-from latentwire.heads.lora import LoraArgs
-from latentwire.io import read_json, read_jsonl
-from latentwire.latent.prompts import latent_prompt_maker
-from latentwire.models import load_model, materialize
-from latentwire.models.tiny import save_tiny
-from latentwire.prompt import content_text
-from latentwire.train import LatentRunArgs, TrainArgs, build_interlingua, train
+from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train
 
 CPU = torch.device("cpu")
 CITIES = [("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madrid", "Spain")]
@@ -328,7 +328,7 @@ def _scenario(tmp_path, extensions: dict):
     import shutil
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for sub in ("config", "data"):
         shutil.copytree(repo / ".test" / sub, tmp_path / sub)
     cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
@@ -384,7 +384,7 @@ def _snakemake(work, *args: str):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     cmd = [
@@ -450,7 +450,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
     import latentwire.evaluation.evaluate as evaluate_mod
     import latentwire.latent.prompts as latent_mod
     import latentwire.prompt as prompt_mod
-    import latentwire.train as train_mod
+    import latentwire.training.loop as train_mod
 
     entries = yaml.safe_load(Path(world["registry"]).read_text())
     base = {"style": "completion", "answer_prefix": "Answer:", "shots": 2}

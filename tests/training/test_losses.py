@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentwire.config import ConfigError, from_dict
-from latentwire.losses import LossArgs, TopKTeacher, kd_loss, masked_ce, topk_kd_loss, total_loss
+from latentwire.training.losses import LossArgs, TopKTeacher, kd_loss, masked_ce, topk_kd_loss, total_loss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 BIG = 50.0  # logits that would dominate any value they were wrongly included in

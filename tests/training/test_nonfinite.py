@@ -1,9 +1,9 @@
-"""The non-finite update guard shared by every training loop (latentwire.nonfinite)."""
+"""The non-finite update guard shared by every training loop (latentwire.training.nonfinite)."""
 
 import pytest
 import torch
 
-from latentwire.nonfinite import SkipBudget, guarded_update, max_skipped
+from latentwire.training.nonfinite import SkipBudget, guarded_update, max_skipped
 
 
 def _setup(grad: float):

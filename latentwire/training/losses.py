@@ -4,7 +4,7 @@
 answer index j (see :mod:`latentwire.scoring`). The text teacher's logits for the same example are
 aligned the same way, so KD position j of student and teacher always refer to the same answer token.
 The teacher comes either as full logits (B, A_t, V), computed on the fly, or as a cached top-k
-(:class:`TopKTeacher`, see :mod:`latentwire.teacher`); both KD forms agree when k = V.
+(:class:`TopKTeacher`, see :mod:`latentwire.training.teacher`); both KD forms agree when k = V.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class LossArgs:
     k_tokens: int = 4
     w_kd: float = 0.0  # KL to the text teacher over the first K answer steps
     kd_tau: float = 2.0
-    # MSE to the text teacher's hidden states at the answer positions (latentwire.hidden), averaged
+    # MSE to the text teacher's hidden states at the answer positions (latentwire.training.hidden), averaged
     # over these decoder layers (i = output of layer i); the teacher runs on the fly, never cached
     w_hidden: float = 0.0
     hidden_layers: list[int] = field(default_factory=list)
@@ -69,7 +69,7 @@ def kd_loss(
 
 @dataclass
 class TopKTeacher:
-    """The text teacher's top-k logits per answer step, as cached by :mod:`latentwire.teacher`."""
+    """The text teacher's top-k logits per answer step, as cached by :mod:`latentwire.training.teacher`."""
 
     values: torch.Tensor  # (B, K_t, k) float (float16 in the cache), descending per step
     indices: torch.Tensor  # (B, K_t, k) long: vocabulary ids of ``values``

@@ -35,14 +35,14 @@ from latentwire.batching import collate, embed_ids
 from latentwire.config import FieldError, to_dict
 from latentwire.evaluation.evaluate import model_view
 from latentwire.heads.lora import lora_disabled
-from latentwire.hidden import HiddenRecorder
 from latentwire.io import atomic_path, write_json
-from latentwire.losses import TopKTeacher
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id, prompt_for
 from latentwire.provenance import config_hash
 from latentwire.scoring import answer_logits
+from latentwire.training.hidden import HiddenRecorder
+from latentwire.training.losses import TopKTeacher
 
 log = logging.getLogger(__name__)
 

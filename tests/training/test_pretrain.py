@@ -14,7 +14,8 @@ from latentwire.data.schema import COLUMNS
 from latentwire.latent.wire import WireArgs
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
-from latentwire.pretrain import (
+from latentwire.training.loop import LatentRunArgs, build_interlingua, train
+from latentwire.training.pretrain import (
     PretrainArgs,
     PretrainRunArgs,
     check_pretrained,
@@ -25,7 +26,6 @@ from latentwire.pretrain import (
     pretrain_step,
     save_pretrained,
 )
-from latentwire.train import LatentRunArgs, build_interlingua, train
 
 CPU = torch.device("cpu")
 CITIES = [
@@ -302,7 +302,7 @@ def test_pretrained_encoder_feeds_a_deep_prefix_head(lms, tmp_path):
 
 def test_a_non_finite_pretraining_step_is_skipped(lms, tmp_path, monkeypatch):
     """A NaN gradient (seen on GPU in bf16) skips that update; the encoder's weights stay finite."""
-    import latentwire.pretrain as pre
+    import latentwire.training.pretrain as pre
 
     real, calls = pre.receiver_loss, []
 

@@ -4,9 +4,9 @@
 encodes the batch once, then runs each receiver's teacher-forced forward and backward in turn
 (sequential backward bounds memory: each receiver's graph is freed before the next one's), feeding
 the receivers' gradients into Z through a detached leaf; a step may accumulate micro-batches and
-checkpoint the receivers' activations (:mod:`latentwire.grads`), and KD reads the text teacher's
-logits cached once per model (:mod:`latentwire.teacher`). Resumable state (trainable weights,
-optimizer, RNG, log) is one atomic checkpoint outside the outputs (:mod:`latentwire.checkpoint`); a
+checkpoint the receivers' activations (:mod:`latentwire.training.grads`), and KD reads the text teacher's
+logits cached once per model (:mod:`latentwire.training.teacher`). Resumable state (trainable weights,
+optimizer, RNG, log) is one atomic checkpoint outside the outputs (:mod:`latentwire.training.checkpoint`); a
 killed run resumes from it, and the outputs are written from it at the end.
 The best checkpoint is picked on the VALIDATION split; a run whose predictions collapse stops.
 """
@@ -24,7 +24,23 @@ import numpy as np
 import torch
 
 from latentwire.batching import collate
-from latentwire.checkpoint import (
+from latentwire.config import ConfigError, must, to_dict
+from latentwire.encoders import source_model_name
+from latentwire.evaluation.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
+from latentwire.heads.adapters import embedding_rms
+from latentwire.heads.deep_prefix import kv_shape
+from latentwire.heads.gist import gist_loss
+from latentwire.heads.lora import apply_lora
+from latentwire.heads.vocab_align import shared_vocab_map
+from latentwire.io import write_json
+from latentwire.kv_prefix import kv_rms, with_prefix
+from latentwire.latent.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
+from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
+from latentwire.models import LoadedModel
+from latentwire.models.embed_scale import input_embed_scale
+from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
+from latentwire.scoring import answer_logits
+from latentwire.training.checkpoint import (
     FILENAME,
     file_identity,
     frame_digest,
@@ -35,28 +51,18 @@ from latentwire.checkpoint import (
     trainable_weights,
     write_outputs,
 )
-from latentwire.config import ConfigError, must, to_dict
-from latentwire.encoders import source_model_name
-from latentwire.evaluation.evaluate import COLLAPSE_RATIO, EvalArgs, evaluate, model_view, select_examples
-from latentwire.grads import add_part_grads, checkpointed_receivers, grad_norms, micro_batches, part_grads
-from latentwire.heads.adapters import embedding_rms
-from latentwire.heads.deep_prefix import kv_shape
-from latentwire.heads.gist import gist_loss
-from latentwire.heads.lora import apply_lora
-from latentwire.heads.vocab_align import shared_vocab_map
-from latentwire.hidden import HiddenRecorder, hidden_mse
-from latentwire.io import write_json
-from latentwire.kv_prefix import kv_rms, with_prefix
-from latentwire.latent.interlingua import Interlingua, LatentArgs, Receiver, mean_pairwise_cosine
-from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
-from latentwire.losses import LossArgs, loss_parts, masked_ce
-from latentwire.models import LoadedModel
-from latentwire.models.embed_scale import input_embed_scale
-from latentwire.nonfinite import SkipBudget, guarded_update
-from latentwire.optim import make_optimizer
-from latentwire.prompt import PromptArgs, answer_ids, build_prompt, content_text, eos_id, prompt_for
-from latentwire.scoring import answer_logits
-from latentwire.teacher import TeacherCache, load_teacher_caches, teacher_targets
+from latentwire.training.grads import (
+    add_part_grads,
+    checkpointed_receivers,
+    grad_norms,
+    micro_batches,
+    part_grads,
+)
+from latentwire.training.hidden import HiddenRecorder, hidden_mse
+from latentwire.training.losses import LossArgs, loss_parts, masked_ce
+from latentwire.training.nonfinite import SkipBudget, guarded_update
+from latentwire.training.optim import make_optimizer
+from latentwire.training.teacher import TeacherCache, load_teacher_caches, teacher_targets
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +74,7 @@ class TrainArgs:
     steps: int = 300
     batch_size: int = 8
     lr: float = 1e-3
-    head_lr_scale: float = 1.0  # reading heads train at lr × this, the encoder at lr (latentwire.optim)
+    head_lr_scale: float = 1.0  # reading heads train at lr × this, the encoder at lr (latentwire.training.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 20
     grad_clip: float = 1.0
@@ -236,7 +242,7 @@ def _step_loss(
     ``parts`` are the weighted loss terms as scalar tensors, still in the graph. KD reads the
     receiver's cached top-k teacher logits if given, else runs the text teacher now; the hidden-state
     MSE (``loss.w_hidden``) compares the student forward's recorded layer outputs with a fresh text
-    teacher's (see :mod:`latentwire.hidden`).
+    teacher's (see :mod:`latentwire.training.hidden`).
     """
     hidden_layers = run.loss.hidden_layers if run.loss.w_hidden else []
     recorder = HiddenRecorder(lm.model, hidden_layers)  # keeps the student forward's states
@@ -412,7 +418,7 @@ def train(
 
     ``out_dir`` receives only the outputs, each written whole at the end: ``best.safetensors``,
     ``train_log.jsonl`` (steps 1..N) and ``train_summary.json``. The resumable state lives in
-    ``state_dir/<key>/`` (default ``out_dir/.state``; see :mod:`latentwire.checkpoint`), so a rerun
+    ``state_dir/<key>/`` (default ``out_dir/.state``; see :mod:`latentwire.training.checkpoint`), so a rerun
     after a kill (which may have deleted the outputs) resumes from the last checkpoint, and a rerun
     with other settings, models or data starts afresh.
 
@@ -420,7 +426,7 @@ def train(
     ``init_from``: a pretraining checkpoint (``latentwire pretrain-encoder``) the encoder and
     projectors start from; a resumed run's own checkpoint then replaces it.
 
-    ``il``: a prebuilt interlingua to train instead of a fresh one (:mod:`latentwire.extend`: a
+    ``il``: a prebuilt interlingua to train instead of a fresh one (:mod:`latentwire.training.extend`: a
     trained wire with one new receiver, ``lms``, whose head alone trains and validates);
     ``identity_extra``: what else the run depends on (e.g. that wire's checkpoint hash), hashed into
     the state key with the rest.
@@ -443,7 +449,7 @@ def train(
     torch.manual_seed(t.seed)
     il = il if il is not None else build_interlingua(run.latent, lms, device, sources)
     if init_from:
-        from latentwire.pretrain import load_pretrained  # pretrain builds on this module
+        from latentwire.training.pretrain import load_pretrained  # pretrain builds on this module
 
         load_pretrained(il, init_from)
     params = il.trainable_parameters()

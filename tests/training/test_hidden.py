@@ -4,7 +4,7 @@ and teacher states by answer index (from the end of the sequence), masking padde
 import pytest
 import torch
 
-from latentwire.hidden import HiddenRecorder, answer_states, decoder_layers, hidden_mse
+from latentwire.training.hidden import HiddenRecorder, answer_states, decoder_layers, hidden_mse
 
 
 def test_recorder_keeps_the_last_forwards_layer_outputs(tiny_lm):

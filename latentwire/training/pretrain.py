@@ -41,9 +41,9 @@ from latentwire.encoders import load_trainable_state_dict
 from latentwire.io import atomic_path, write_json
 from latentwire.latent.interlingua import Interlingua, LatentArgs
 from latentwire.models import LoadedModel
-from latentwire.nonfinite import SkipBudget, guarded_update
-from latentwire.optim import make_optimizer
 from latentwire.scoring import answer_logits
+from latentwire.training.nonfinite import SkipBudget, guarded_update
+from latentwire.training.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 TASKS = ("continuation", "reconstruction")
@@ -57,7 +57,7 @@ class PretrainArgs:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-4
-    head_lr_scale: float = 1.0  # the projectors train at lr × this, the encoder at lr (latentwire.optim)
+    head_lr_scale: float = 1.0  # the projectors train at lr × this, the encoder at lr (latentwire.training.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
