@@ -6,7 +6,7 @@ In one run, on random-weight receivers in the published shapes (:mod:`latentwire
     (B, T_p + A, d) laid out like a latent training row (scaffold + M soft tokens + A answer tokens),
     answer CE from the kept logits only, no mask, no prompt building; both receivers in sequence
     form the bare multi-receiver step.
-(b) **step**: the project's own Stage B step, :func:`latentwire.training.loop.train_step` (encoder, every
+(b) **step**: the project's own Stage B step, :func:`latentwire.training.step.train_step` (encoder, every
     adapter, every enabled loss, the optimizer), on the same batch.
 (c) **eval**: per receiver, the evaluation path's prompt building (the real prompt makers) and
     :func:`latentwire.generation.generate_and_score`'s prefill and per-token decode, for the
@@ -37,6 +37,7 @@ from latentwire.evaluation.evaluate import model_view
 from latentwire.evaluation.metrics import percentile_summary
 from latentwire.generation import generate_and_score
 from latentwire.kv_prefix import with_prefix
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.interlingua import Interlingua
 from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.models import LoadedModel
@@ -50,8 +51,9 @@ from latentwire.models.synthetic import (
 )
 from latentwire.prompt import answer_ids, build_prompt, eos_id, prompt_for
 from latentwire.scoring import answer_logits
-from latentwire.training.loop import LatentRunArgs, build_interlingua, train_step
+from latentwire.training.args import LatentRunArgs
 from latentwire.training.losses import masked_ce
+from latentwire.training.step import train_step
 
 Phase = Literal["ceiling", "step", "eval"]
 NO_EOS = {-1}  # decode always runs decode_tokens steps: random weights may emit eos at any time
@@ -207,7 +209,7 @@ def measure_step(
     args: BenchArgs,
     device: torch.device,
 ) -> dict:
-    """Time :func:`latentwire.training.loop.train_step` (all receivers, optimizer included) on one batch."""
+    """Time :func:`latentwire.training.step.train_step` (all receivers, optimizer included) on one batch."""
     params = il.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=run.train.lr, weight_decay=run.train.weight_decay)
     il.train()

@@ -16,7 +16,7 @@ from latentwire.config import ConfigError
 from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.heads.lora import LoraArgs
 from latentwire.prompt import PromptArgs
-from latentwire.training.loop import LatentRunArgs
+from latentwire.training.args import LatentRunArgs
 from latentwire.training.text_tuning import TUNABLE, TunedArgs, stage_b_schedule
 
 KINDS = ("tail", "lexical", "selfinfo", "select-text", "oracle")

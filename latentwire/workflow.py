@@ -22,8 +22,8 @@ from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.models import load_registry
 from latentwire.prompt import PromptArgs, prompt_for
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
+from latentwire.training.args import LatentRunArgs
 from latentwire.training.extend import Extension, parse_extensions
-from latentwire.training.loop import LatentRunArgs
 from latentwire.training.pretrain import PretrainRunArgs, check_pretrained
 from latentwire.training.teacher import TeacherArgs, TeacherRunArgs
 

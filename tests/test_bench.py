@@ -20,7 +20,7 @@ from latentwire.models.synthetic import (
     synthetic_examples,
 )
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
-from latentwire.training.loop import LatentRunArgs
+from latentwire.training.args import LatentRunArgs
 
 CPU = torch.device("cpu")
 TINY = {

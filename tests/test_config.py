@@ -16,7 +16,7 @@ from latentwire.config import ConfigError, from_dict, load_yaml, merge_configs, 
 from latentwire.evaluation.baselines import BaselineArgs
 from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.models import load_registry
-from latentwire.training.loop import TrainArgs
+from latentwire.training.args import TrainArgs
 from latentwire.workflow import WorkflowPlan
 
 REPO = Path(__file__).resolve().parents[1]

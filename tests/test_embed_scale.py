@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from latentwire.latent.build import receiver_of
 from latentwire.models import load_model, materialize
 from latentwire.models.embed_scale import exposed_embed_scale, input_embed_scale, measured_embed_scale
 from latentwire.models.loading import ModelError
 from latentwire.models.tiny import save_tiny
-from latentwire.training.loop import receiver_of
 
 
 @pytest.fixture(scope="module")

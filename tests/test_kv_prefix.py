@@ -22,10 +22,12 @@ from latentwire.generation import generate_and_score
 from latentwire.heads.deep_prefix import DeepPrefix, DeepPrefixArgs, kv_shape
 from latentwire.heads.lora import lora_disabled
 from latentwire.kv_prefix import KVPrefix, text_kv, with_prefix
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.interlingua import LatentArgs
 from latentwire.latent.prompts import latent_prompt_maker, latent_prompts
 from latentwire.scoring import answer_logits
-from latentwire.training.loop import LatentRunArgs, _step_loss, build_interlingua
+from latentwire.training.args import LatentRunArgs
+from latentwire.training.step import _step_loss
 
 CPU = torch.device("cpu")
 TEXTS = ["Paris is the capital and largest city of France.", "Rome is the capital of Italy."]

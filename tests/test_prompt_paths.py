@@ -24,9 +24,10 @@ from toy_data import capital_frame
 import latentwire.evaluation.baselines as baselines_mod
 import latentwire.evaluation.comparators as comparators_mod
 import latentwire.evaluation.evaluate as evaluate_mod
+import latentwire.latent.build as build_mod
 import latentwire.latent.prompts as latent_mod
 import latentwire.prompt as prompt_mod
-import latentwire.training.loop as train_mod
+import latentwire.training.step as step_mod
 import latentwire.training.teacher as teacher_mod
 import latentwire.training.text_tuning as tuning_mod
 from latentwire.batching import embed_ids
@@ -40,10 +41,12 @@ from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_jsonl
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.prompt import PromptArgs, attach_shots, build_prompt, content_text, prompt_for
-from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train_step
+from latentwire.training.args import LatentRunArgs, TrainArgs
+from latentwire.training.step import train_step
 from latentwire.training.teacher import TeacherArgs, compute_teacher_topk
 from latentwire.training.text_tuning import TunedArgs, tuned_step
 
@@ -104,9 +107,9 @@ def calls(monkeypatch):
 
         monkeypatch.setattr(module, name, wrapped)
 
-    for module in (baselines_mod, latent_mod, teacher_mod, train_mod):
+    for module in (baselines_mod, build_mod, latent_mod, teacher_mod, step_mod):
         spy("build_prompt", module)
-    for module in (evaluate_mod, teacher_mod, train_mod, tuning_mod):
+    for module in (evaluate_mod, teacher_mod, step_mod, tuning_mod):
         spy("answer_ids", module)
     return out
 
@@ -174,7 +177,7 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
         ("build_prompt", "latentwire.training.teacher"),
         ("answer_ids", "latentwire.evaluation.evaluate"),
         ("answer_ids", "latentwire.training.teacher"),
-        ("answer_ids", "latentwire.training.loop"),
+        ("answer_ids", "latentwire.training.step"),
         ("answer_ids", "latentwire.training.text_tuning"),
     }
     eos = prompt_mod.eos_id(tok, spec.eos_token)

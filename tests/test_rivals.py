@@ -6,7 +6,7 @@ from latentwire.config import ConfigError, from_dict
 from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.prompt import PromptArgs
 from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
-from latentwire.training.loop import LatentRunArgs
+from latentwire.training.args import LatentRunArgs
 
 
 def _runs():

@@ -21,7 +21,7 @@ from latentwire.io import write_json
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text
 from latentwire.provenance import config_hash, provenance
-from latentwire.training.loop import LatentRunArgs
+from latentwire.training.args import LatentRunArgs
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,13 @@ from latentwire.encoders import source_model_name
 from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.evaluation.latent_eval import evaluate_latent
 from latentwire.io import write_json
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.wire import Wire
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for
 from latentwire.provenance import provenance
-from latentwire.training.loop import LatentRunArgs, build_interlingua, train
+from latentwire.training.args import LatentRunArgs
+from latentwire.training.loop import train
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from latentwire.config import from_dict, to_dict
 from latentwire.data import read_split
 from latentwire.encoders import source_model_name
 from latentwire.io import write_json
+from latentwire.latent.build import build_interlingua
 from latentwire.models import load_model, load_registry
 from latentwire.provenance import provenance
-from latentwire.training.loop import build_interlingua
 from latentwire.training.pretrain import PretrainRunArgs, pretrain, pretrain_contexts
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.io import write_jsonl
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import content_text
-from latentwire.training.loop import LatentRunArgs
+from latentwire.training.args import LatentRunArgs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

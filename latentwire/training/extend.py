@@ -33,9 +33,11 @@ from safetensors.torch import load_file
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.heads.lora import LoraArgs, apply_lora
 from latentwire.io import read_json, write_json
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.interlingua import Interlingua, _key
 from latentwire.models import LoadedModel
-from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train
+from latentwire.training.args import LatentRunArgs, TrainArgs
+from latentwire.training.loop import train
 from latentwire.training.losses import LossArgs
 
 log = logging.getLogger(__name__)

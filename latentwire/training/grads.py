@@ -7,7 +7,7 @@
   ``.grad``, so the update that follows is bit-identical with or without them.
 - :func:`checkpointed_receivers`: activation checkpointing of the frozen receivers for one step.
 
-Training routes gradients through a detached Z leaf (see :mod:`latentwire.training.loop`): a receiver's
+Training routes gradients through a detached Z leaf (see :mod:`latentwire.training.step`): a receiver's
 loss reaches its adapter (and LoRA) parameters directly and the encoder's only through ``z_leaf``;
 :func:`part_grads` follows both paths, so a part's gradient is the one ``backward`` would produce.
 """

@@ -33,6 +33,7 @@ from latentwire.io import write_json
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, answer_ids, eos_id, prompt_for
 from latentwire.scoring import answer_logits
+from latentwire.training.args import TrainArgs
 from latentwire.training.checkpoint import (
     FILENAME,
     frame_digest,
@@ -44,9 +45,9 @@ from latentwire.training.checkpoint import (
     trainable_weights,
     write_outputs,
 )
-from latentwire.training.loop import TrainArgs, _continues, _schedule
 from latentwire.training.losses import LossArgs, loss_parts
 from latentwire.training.nonfinite import SkipBudget, guarded_update
+from latentwire.training.optim import continues_schedule, lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +170,12 @@ def tune(
     params = apply_lora(lm.model, args.lora)
     weights = LoraWeights(lm.model)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(t))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(t))
     maker = text_prompt_maker(lm, args.prompt, args.kind, windows)
     train_rows = select_examples(train_df, EvalArgs(n_examples=0))
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     ev = EvalArgs(**{**to_dict(args.eval), "n_examples": 0})
-    unit = resume(state_path, key, weights, opt, sched, _continues(t), best={"f1": -1.0, "step": -1})
+    unit = resume(state_path, key, weights, opt, sched, continues_schedule(t), best={"f1": -1.0, "step": -1})
     step, best, log_rows, best_weights = unit["step"], unit["best"], unit["records"], unit["best_weights"]
     t0, seconds = time.time(), unit["train_seconds"]
     skips = SkipBudget.from_records(t.steps, "tune", log_rows)  # updates skipped (not finite)

@@ -6,11 +6,11 @@ import torch
 from latentwire.batching import embed_ids
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.interlingua import LatentArgs
 from latentwire.latent.payload import payload_bytes, roundtrip
 from latentwire.latent.prompts import donor_map, latent_prompt_maker, latent_prompts
 from latentwire.prompt import PromptArgs, build_prompt, content_text
-from latentwire.training.loop import build_interlingua
 
 VIEWS = [
     {"question": "Who won Super Bowl 50?", "context": "Denver Broncos defeated the Carolina Panthers."},

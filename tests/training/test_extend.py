@@ -25,10 +25,12 @@ from latentwire.data.prepare import write_splits
 from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
 from latentwire.heads.lora import LoraArgs
 from latentwire.io import read_json, read_jsonl
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text
+from latentwire.training.args import LatentRunArgs, TrainArgs
 from latentwire.training.extend import (
     ExtendArgs,
     add_receiver,
@@ -38,7 +40,7 @@ from latentwire.training.extend import (
     file_sha256,
     load_added,
 )
-from latentwire.training.loop import LatentRunArgs, TrainArgs, build_interlingua, train
+from latentwire.training.loop import train
 
 CPU = torch.device("cpu")
 CITIES = [("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madrid", "Spain")]
@@ -450,7 +452,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
     import latentwire.evaluation.evaluate as evaluate_mod
     import latentwire.latent.prompts as latent_mod
     import latentwire.prompt as prompt_mod
-    import latentwire.training.loop as train_mod
+    import latentwire.training.step as step_mod
 
     entries = yaml.safe_load(Path(world["registry"]).read_text())
     base = {"style": "completion", "answer_prefix": "Answer:", "shots": 2}
@@ -486,7 +488,7 @@ def test_the_newcomers_registry_prompt_and_train_shots_reach_add_receiver_and_it
         monkeypatch.setattr(module, name, wrapped)
 
     spy("build_prompt", latent_mod)
-    for module in (evaluate_mod, train_mod):
+    for module in (evaluate_mod, step_mod):
         spy("answer_ids", module)
     add = [
         *common,

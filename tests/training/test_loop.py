@@ -13,13 +13,17 @@ from toy_data import capital_frame
 
 import latentwire.training.checkpoint as checkpoint_mod
 import latentwire.training.loop as train_mod
+import latentwire.training.step as step_mod
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
 from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
+from latentwire.latent.build import build_interlingua
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
 from latentwire.prompt import content_text
-from latentwire.training.loop import LatentRunArgs, _step_loss, build_interlingua, train, train_step, validate
+from latentwire.training.args import LatentRunArgs
+from latentwire.training.loop import train, validate
+from latentwire.training.step import _step_loss, train_step
 from latentwire.training.teacher import (
     TeacherArgs,
     compute_teacher_topk,
@@ -299,13 +303,13 @@ def state_weights(summary: dict) -> dict[str, torch.Tensor]:
 
 def _count_steps(monkeypatch) -> list:
     calls = []
-    real = train_mod._step_loss
+    real = step_mod._step_loss
 
     def counting(lm, *args):
         calls.append(lm.spec.name)
         return real(lm, *args)
 
-    monkeypatch.setattr(train_mod, "_step_loss", counting)
+    monkeypatch.setattr(step_mod, "_step_loss", counting)
     return calls
 
 

@@ -7,7 +7,7 @@ from latentwire.config import ConfigError, FieldError
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs
 from latentwire.latent.interlingua import Interlingua, LatentArgs
-from latentwire.training.loop import TrainArgs
+from latentwire.training.args import TrainArgs
 from latentwire.training.optim import make_optimizer, param_groups
 from latentwire.training.pretrain import PretrainArgs
 from latentwire.training.text_tuning import stage_b_schedule

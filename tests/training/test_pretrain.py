@@ -11,10 +11,12 @@ from toy_data import capital_frame
 
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.data.schema import COLUMNS
+from latentwire.latent.build import build_interlingua
 from latentwire.latent.wire import WireArgs
 from latentwire.models import load_model, materialize
 from latentwire.models.tiny import save_tiny
-from latentwire.training.loop import LatentRunArgs, build_interlingua, train
+from latentwire.training.args import LatentRunArgs
+from latentwire.training.loop import train
 from latentwire.training.pretrain import (
     PretrainArgs,
     PretrainRunArgs,

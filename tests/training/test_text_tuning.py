@@ -11,7 +11,7 @@ from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict, to_dict
 from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.heads.lora import LoraArgs, load_lora_state_dict, lora_state_dict
-from latentwire.training.loop import TrainArgs
+from latentwire.training.args import TrainArgs
 from latentwire.training.text_tuning import TunedArgs, tune, tuned_step
 
 ROWS = [
