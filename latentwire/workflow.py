@@ -3,7 +3,9 @@
 ``common.smk`` builds one :class:`WorkflowPlan` at parse time. Every run config it hands to a
 job is checked here with the same dataclasses the jobs use, so ``snakemake -n`` fails on a typo
 before any job starts, and each job receives only its own settings (as ``params``), so changing
-one ablation reruns only that ablation's jobs.
+one ablation reruns only that ablation's jobs. The parts live in :mod:`latentwire.plan`: the section
+parsers (``sections``), the rivals scheduled beside every latent (``rivals``) and the path templates
+of every file the plan names (``paths``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,21 @@ from latentwire.encoders import source_model_name
 from latentwire.evaluation.baselines import BaselineArgs, parse_baseline
 from latentwire.evaluation.evaluate import EvalArgs
 from latentwire.models import load_registry
+from latentwire.plan import paths
+from latentwire.plan.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
+from latentwire.plan.sections import (
+    SPLITS,
+    check_kd,
+    configured_baselines,
+    parse_datasets,
+    parse_experiments,
+    pretrain_runs,
+)
 from latentwire.prompt import PromptArgs, prompt_for
-from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.extend import Extension, parse_extensions
 from latentwire.training.pretrain import PretrainRunArgs, check_pretrained
 from latentwire.training.teacher import TeacherArgs, TeacherRunArgs
-
-SPLITS = ("test", "train", "validation")
 
 
 @dataclass
@@ -51,77 +60,35 @@ class WorkflowPlan:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
+        """Parse and cross-check every section (:mod:`latentwire.plan.sections`); fails on the first error."""
         registry = load_registry(config["registry"])
         missing = [m for m in config["models"] if m not in registry]
         if missing:
             raise ConfigError(
                 f"models: {missing} not in registry {config['registry']}; known: {sorted(registry)}"
             )
-        datasets = {}
-        for name, raw in config["datasets"].items():
-            ds = from_dict(DatasetArgs, {"name": name, **raw}, where=f"datasets.{name}")
-            produced = {s.assign_split for s in ds.sources if s.assign_split} | set(ds.split.fractions)
-            if produced != set(SPLITS):
-                raise ConfigError(
-                    f"datasets.{name}: must produce the splits {list(SPLITS)}, got {sorted(produced)}"
-                )
-            datasets[name] = ds
+        datasets = parse_datasets(config)
         prompt = from_dict(PromptArgs, config.get("prompt") or {}, where="prompt")
         ev = from_dict(EvalArgs, config.get("eval") or {}, where="eval")
         if ev.split not in SPLITS:
             raise ConfigError(f"eval.split: {ev.split!r} is not one of {list(SPLITS)}")
-        b = config.get("baselines") or {}
-        names = (["text"] if b.get("text", True) else []) + [
-            f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
-        ]
-        names += ["closed"] if b.get("closed_book", True) else []
+        names = configured_baselines(config)
         configured = list(names)
         lat = config.get("latent") or {}
-        experiments = {}
-        named = dict(lat.get("experiments") or {})
-        for exp, overrides in expand_sweep(lat.get("sweep") or {}).items():
-            if exp in named:
-                raise ConfigError(f"latent.sweep: experiment name {exp!r} also in latent.experiments")
-            named[exp] = overrides
-        dropped = list(lat.get("drop") or [])
-        unknown = sorted(set(dropped) - set(named))
-        if unknown:
-            raise ConfigError(f"latent.drop: {unknown} are not experiments (have {sorted(named)})")
-        named = {exp: o for exp, o in named.items() if exp not in dropped}
-        for exp, overrides in named.items():
-            merged = _merge(
-                _merge(
-                    lat.get("defaults") or {},
-                    {"prompt": config.get("prompt") or {}, "eval": config.get("eval") or {}},
-                ),
-                overrides or {},
-            )
-            experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
-            stage_b = experiments[exp].train.stage_b_models
-            if set(stage_b) - set(config["models"]):
-                raise ConfigError(
-                    f"latent.experiments.{exp}.train.stage_b_models: {stage_b} names models outside "
-                    f"models {list(config['models'])}"
-                )
-            source = source_model_name(experiments[exp].latent.encoder)
-            if source is not None and source not in registry:
-                raise ConfigError(
-                    f"latent.experiments.{exp}.latent.encoder.source_model: {source!r} not in registry "
-                    f"{config['registry']}; known: {sorted(registry)}"
-                )
+        experiments = parse_experiments(config, registry)
         comparators = from_dict(ComparatorArgs, config.get("comparators") or {}, where="comparators")
         names += [b for b in rival_baselines(comparators, experiments) if b not in names]
         tuned_kinds(comparators, experiments)  # validates comparators.tuned against the experiments
         stats = from_dict(StatsArgs, config.get("stats") or {}, where="stats")
         teacher = from_dict(TeacherArgs, config.get("teacher") or {}, where="teacher")
         for exp, run in experiments.items():
-            _check_kd(exp, run, teacher, prompt)
+            check_kd(exp, run, teacher, prompt)
         extensions = parse_extensions(lat.get("extensions") or {}, experiments, config["models"], registry)
         # each model's registry prompt override (added receivers' too), merged and validated now
         for m in dict.fromkeys([*config["models"], *(x.args.receiver for x in extensions.values())]):
             for p in [prompt, *(run.prompt for run in experiments.values())]:
                 prompt_for(registry[m], p)
-        pretrains = _pretrain_runs(config.get("pretrain") or {}, ev.device, lat.get("defaults") or {})
+        pretrains = pretrain_runs(config.get("pretrain") or {}, ev.device, lat.get("defaults") or {})
         for exp, run in experiments.items():
             check_pretrained(exp, run.latent, pretrains)
         if len({tuple(run.latent.wire.formats) for run in experiments.values()}) > 1:
@@ -195,19 +162,19 @@ class WorkflowPlan:
         return [(d, m, b) for d in self.datasets for m in models for b in self.receiver_baselines(m)]
 
     def baseline_metrics(self) -> list[str]:
-        return [f"results/baselines/{d}/{m}/{b}/metrics.json" for d, m, b in self.baseline_cells()]
+        return [paths.baseline_metrics(d, m, b) for d, m, b in self.baseline_cells()]
 
     def baseline_datasets(self) -> list[str]:
         return [d for d, _, _ in self.baseline_cells()]
 
-    # --- discrete comparators and tuned text ceilings (latentwire.rivals) -------------------
+    # --- discrete comparators and tuned text ceilings (latentwire.plan.rivals) --------------
     @property
     def select_source(self) -> str | None:
         """The select experiment whose checkpoint ``select-text-M`` reads, or None."""
         return select_source(self.comparators, self.experiments)
 
     def windows_file(self, dataset: str, split: str) -> str:
-        return f"results/comparators/{dataset}/{self.select_source}/windows/{split}.jsonl"
+        return paths.windows_file(dataset, self.select_source, split)
 
     def windows_json(self, split: str) -> str:
         """EvalArgs selecting the rows of ``split`` the windows are needed for ("" = every row)."""
@@ -223,8 +190,8 @@ class WorkflowPlan:
         exp = self.select_source
         source = source_model_name(self.experiments[exp].latent.encoder)
         return {
-            "checkpoint": f"results/latent/{dataset}/{exp}/train/best.safetensors",
-            "manifest": f"resources/models/{source}/manifest.json",
+            "checkpoint": paths.latent_checkpoint(dataset, exp),
+            "manifest": paths.manifest(source),
         }
 
     def tuned_cells(self) -> list[tuple[str, str, str, int]]:
@@ -248,16 +215,16 @@ class WorkflowPlan:
         return [self.windows_file(dataset, s) for s in splits]
 
     def tuned_metrics(self) -> list[str]:
-        return [f"results/tuned/{d}/{m}/{k}-s{s}/eval/metrics.json" for d, m, k, s in self.tuned_cells()]
+        return [paths.tuned_metrics(d, m, k, s) for d, m, k, s in self.tuned_cells()]
 
     def teacher_inputs(self, dataset: str, exp: str) -> list[str]:
         """Teacher-logit caches (one per receiver, in ``models`` order) when ``exp`` uses KD, else []."""
         if not self.experiments[exp].loss.w_kd:
             return []
-        return [f"results/teacher/{dataset}/{m}/train.safetensors" for m in self.models]
+        return [paths.teacher_cache(dataset, m) for m in self.models]
 
     def manifests(self) -> list[str]:
-        return [f"resources/models/{m}/manifest.json" for m in self.models]
+        return [paths.manifest(m) for m in self.models]
 
     def encoder_sources(self) -> list[str]:
         """Registry models that some experiment's (or pretraining's) encoder reads but that are not receivers."""
@@ -273,7 +240,7 @@ class WorkflowPlan:
         source = source_model_name(encoder)
         if source is None or source in self.models:
             return []
-        return [f"resources/models/{source}/manifest.json"]
+        return [paths.manifest(source)]
 
     # --- encoder pretraining (workflow/rules/pretrain.smk) ---------------------------------
     def pretrain_json(self, name: str, seed: int | str) -> str:
@@ -291,7 +258,7 @@ class WorkflowPlan:
         name = run.latent.encoder.pretrained
         if name is None:
             return []
-        return [f"results/pretrain/{dataset}/{name}/s{run.train.seed}/encoder.safetensors"]
+        return [paths.pretrain_checkpoint(dataset, name, run.train.seed)]
 
     def pretrain_cells(self) -> list[tuple[str, str, int]]:
         """(dataset, pretrain run, seed) of every pretraining that some experiment starts from."""
@@ -303,11 +270,7 @@ class WorkflowPlan:
 
     def wire_fit_data(self, dataset: str, exp: str) -> list[str]:
         """[train split] when ``exp`` evaluates a learned wire quantizer (fitted on it), else []."""
-        return (
-            [f"results/data/{dataset}/train.parquet"]
-            if "pq" in self.experiments[exp].latent.wire.formats
-            else []
-        )
+        return [paths.split_file(dataset, "train")] if "pq" in self.experiments[exp].latent.wire.formats else []
 
     @property
     def latent_variants(self) -> tuple[str, ...]:
@@ -316,11 +279,8 @@ class WorkflowPlan:
         return ("latent", "shuffled", "zero", *formats)
 
     def latent_eval_outputs(self, dataset: str, exp: str) -> list[str]:
-        return [
-            f"results/latent/{dataset}/{exp}/eval/{m}/{s}/metrics.json"
-            for m in self.models
-            for s in self.latent_variants
-        ]
+        folder = paths.latent_dir(dataset, exp)
+        return [paths.eval_metrics(folder, m, s) for m in self.models for s in self.latent_variants]
 
     def table_metrics(self) -> list[str]:
         files = self.baseline_metrics()
@@ -341,23 +301,18 @@ class WorkflowPlan:
         return names + [d for d, _, _, _ in self.tuned_cells()]
 
     def joint_files(self) -> list[str]:
-        out = [f"results/latent/{d}/{e}/eval/joint.json" for d in self.datasets for e in self.experiments]
-        return out + [
-            f"{self.extension_dir(d, x)}/eval/joint.json" for d in self.datasets for x in self.extensions
-        ]
+        return [paths.joint_file(folder) for folder in self._run_dirs()]
 
     def joint_datasets(self) -> list[str]:
         return [d for d in self.datasets for _ in [*self.experiments, *self.extensions]]
 
     def train_logs(self) -> list[str]:
-        out = [
-            f"results/latent/{d}/{e}/train/train_log.jsonl" for d in self.datasets for e in self.experiments
-        ]
-        return out + [
-            f"{self.extension_dir(d, x)}/train/train_log.jsonl"
-            for d in self.datasets
-            for x in self.extensions
-        ]
+        return [paths.train_log(folder) for folder in self._run_dirs()]
+
+    def _run_dirs(self) -> list[str]:
+        """Every trained wire's folder: the experiments' per dataset, then the extensions'."""
+        out = [paths.latent_dir(d, e) for d in self.datasets for e in self.experiments]
+        return out + [self.extension_dir(d, x) for d in self.datasets for x in self.extensions]
 
     def train_labels(self) -> list[str]:
         labels = [f"{d}/{e}" for d in self.datasets for e in self.experiments]
@@ -369,7 +324,7 @@ class WorkflowPlan:
 
     def extension_dir(self, dataset: str, ext: str) -> str:
         """``results/extend/{dataset}/{exp}+{receiver}``: the extended wire's folder, by its label."""
-        return f"results/extend/{dataset}/{self.extensions[ext].label}"
+        return paths.extension_dir(dataset, self.extensions[ext].label)
 
     def extension_named(self, exp: str, model: str) -> str:
         """The ``latent.extensions`` name of the extension adding ``model`` to ``exp`` (unique)."""
@@ -381,122 +336,29 @@ class WorkflowPlan:
     def extension_inputs(self, dataset: str, exp: str) -> dict[str, Any]:
         """The experiment's checkpoint and the manifest of its encoder's source model."""
         return {
-            "checkpoint": f"results/latent/{dataset}/{exp}/train/best.safetensors",
+            "checkpoint": paths.latent_checkpoint(dataset, exp),
             "encoder_manifest": self.encoder_manifest(exp),
         }
 
     def extension_reference(self, dataset: str, exp: str) -> list[str]:
         """The experiment's own evaluation of its receivers (their predictions sit beside these)."""
-        return [f"results/latent/{dataset}/{exp}/eval/{m}/latent/metrics.json" for m in self.models]
+        return [paths.eval_metrics(paths.latent_dir(dataset, exp), m, "latent") for m in self.models]
 
     def extension_eval_outputs(self, dataset: str, ext: str) -> list[str]:
         """The newcomer's latent, controls and int8 wire: the rows the tables add."""
         m, folder = self.extensions[ext].args.receiver, self.extension_dir(dataset, ext)
-        return [f"{folder}/eval/{m}/{s}/metrics.json" for s in self.latent_variants]
+        return [paths.eval_metrics(folder, m, s) for s in self.latent_variants]
 
     # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
     stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
     figure_names: tuple[str, ...] = ("f1_vs_m", "latency", "payload", "training")
 
     def report_outputs(self) -> list[str]:
-        out = [f"results/tables/{name}" for name in self.stats_tables] + ["results/tables/stats.json"]
-        out += [f"results/figures/{f}.{ext}" for f in self.figure_names for ext in ("png", "svg")]
-        return out + ["results/figures/figures.json"]
+        out = [f"{paths.TABLES}/{name}" for name in self.stats_tables] + [f"{paths.TABLES}/stats.json"]
+        out += [f"{paths.FIGURES}/{f}.{ext}" for f in self.figure_names for ext in ("png", "svg")]
+        return out + [f"{paths.FIGURES}/figures.json"]
 
     def final_outputs(self) -> list[str]:
-        out = ["results/tables/results.csv", "results/tables/results.md"]
+        out = [f"{paths.TABLES}/results.csv", f"{paths.TABLES}/results.md"]
         out += self.joint_files()
         return out + self.report_outputs()
-
-
-#: sweep axis -> (short name for experiment ids, path of the LatentRunArgs field it sets)
-SWEEP_AXES = {
-    "encoder": ("enc", ("latent", "encoder", "name")),
-    "n_shared": ("m", ("latent", "n_shared")),
-    "d_z": ("dz", ("latent", "encoder", "d_z")),
-    "seed": ("s", ("train", "seed")),
-}
-
-
-def head_overrides(value: str) -> dict:
-    """LatentArgs overrides of a reading-head sweep value: ``shallow``, ``deep``, ``shallow+deep``,
-    each optionally with ``+lora`` (receiver LoRA at the configured or default rank 8)."""
-    parts = value.split("+")
-    heads = {p for p in parts if p != "lora"}
-    if not heads or not heads <= {"shallow", "deep"} or len(parts) != len(set(parts)):
-        raise ConfigError(f"latent.sweep.head: {value!r} is not shallow, deep or shallow+deep (+lora)")
-    out: dict = {"shallow": "shallow" in heads, "deep_prefix": {"enabled": "deep" in heads}}
-    out["lora"] = {"rank": 8} if "lora" in parts else {"rank": 0}
-    return {"latent": out}
-
-
-def _pretrain_runs(raw: dict, device: str, latent_defaults: dict) -> dict[str, PretrainRunArgs]:
-    """``pretrain: {defaults, runs: {name: overrides}}`` → validated runs. Each run's ``latent`` starts
-    from ``latent.defaults.latent`` (the experiments' own modules), its device from ``eval.device``."""
-    unknown = sorted(set(raw) - {"defaults", "runs"})
-    if unknown:
-        raise ConfigError(f"pretrain: unknown key(s) {unknown}; allowed: defaults, runs")
-    inherited = {"device": device, "latent": latent_defaults.get("latent") or {}}
-    base = _merge(inherited, raw.get("defaults") or {})
-    return {
-        name: from_dict(PretrainRunArgs, _merge(base, overrides or {}), where=f"pretrain.runs.{name}")
-        for name, overrides in (raw.get("runs") or {}).items()
-    }
-
-
-def _check_kd(exp: str, run: LatentRunArgs, teacher: TeacherArgs, prompt: PromptArgs) -> None:
-    """A KD experiment reads the shared teacher cache: it must fit the cache's K and prompt contract."""
-    if not run.loss.w_kd:
-        return
-    where = f"latent.experiments.{exp}"
-    if run.loss.k_tokens > teacher.k_tokens:
-        raise ConfigError(
-            f"{where}.loss.k_tokens: {run.loss.k_tokens} > teacher.k_tokens ({teacher.k_tokens}); "
-            "the teacher-logit cache keeps only teacher.k_tokens answer steps"
-        )
-    if to_dict(run.prompt) != to_dict(prompt):
-        raise ConfigError(
-            f"{where}.prompt: an experiment with loss.w_kd > 0 cannot override the prompt; its teacher "
-            "logits are cached once under the top-level prompt"
-        )
-
-
-def expand_sweep(sweep: dict) -> dict[str, dict]:
-    """Cartesian product of list-valued sweep axes -> named experiment overrides.
-
-    ``{"encoder": ["meanpool", "stq"], "n_shared": [16, 40], "seed": [0, 1]}`` gives 8 experiments
-    named like ``sweep-enc_meanpool-m_16-s_0``; each only overrides its own fields, so adding a value
-    to one axis adds jobs without touching the existing ones.
-    """
-    import itertools
-
-    unknown = sorted(set(sweep) - set(SWEEP_AXES) - {"head"})
-    if unknown:
-        raise ConfigError(f"latent.sweep: unknown axis {unknown}; allowed: {sorted(SWEEP_AXES) + ['head']}")
-    axes = [(k, v if isinstance(v, list) else [v]) for k, v in sweep.items()]
-    if not axes:
-        return {}  # itertools.product() of nothing is one empty combination, not none
-    out = {}
-    for combo in itertools.product(*(vals for _, vals in axes)):
-        name, overrides = "sweep", {}
-        for (axis, _), value in zip(axes, combo):
-            if axis == "head":
-                name += f"-head_{value}"
-                overrides = _merge(overrides, head_overrides(str(value)))
-                continue
-            short, path = SWEEP_AXES[axis]
-            name += f"-{short}_{value}"
-            node = overrides
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = value
-        out[name] = overrides
-    return out
-
-
-def _merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge (override wins); used to layer latent defaults under each experiment."""
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

@@ -4,8 +4,8 @@ import pytest
 
 from latentwire.config import ConfigError, from_dict
 from latentwire.evaluation.evaluate import EvalArgs
+from latentwire.plan.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.prompt import PromptArgs
-from latentwire.rivals import ComparatorArgs, rival_baselines, select_source, tuned_args, tuned_kinds
 from latentwire.training.args import LatentRunArgs
 
 
