@@ -13,7 +13,7 @@ In one run, on random-weight receivers in the published shapes (:mod:`latentwire
     ``text_tokens`` text prompt and for the latent prompt.
 
 Timed regions are bracketed by a device synchronise, warm-up iterations are dropped, and medians
-and p90s are reported with samples/min = B / median. ``ratios`` holds (b)/(a) throughput and
+and p90s are reported (:mod:`latentwire.evaluation.timing`) with samples/min = B / median. ``ratios`` holds (b)/(a) throughput and
 text/latent prefill time. Shapes: B batch, M soft tokens per receiver, A answer tokens (with the
 end-of-answer id), T_p latent prompt length (scaffold S + M), d receiver width.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from latentwire.batching import Batch, collate, pad_answers
 from latentwire.config import to_dict
 from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.evaluation.evaluate import model_view
-from latentwire.evaluation.metrics import percentile_summary
+from latentwire.evaluation.timing import device_info, peak_gb, reset_peak, summarize_times, sync, timed
 from latentwire.generation import generate_and_score
 from latentwire.kv_prefix import with_prefix
 from latentwire.latent.build import build_interlingua
@@ -138,7 +137,7 @@ def run_bench(args: BenchArgs) -> dict:
     il = build_interlingua(run.latent, lms, device)
     # compiled receivers for (a) and (b) only: generation's growing cache would recompile every step
     fast = [dataclasses.replace(lm, model=torch.compile(lm.model)) for lm in lms] if args.compile else lms
-    _sync(device)
+    sync(device)
     result: dict = {
         "device": device_info(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -169,11 +168,16 @@ def measure_ceiling(
     lms: list[LoadedModel], run: LatentRunArgs, examples: list[dict], args: BenchArgs, device: torch.device
 ) -> dict:
     """Bare forward + backward to a leaf per receiver, then all receivers in sequence."""
-    _reset_peak(device)
+    reset_peak(device)
     passes = {lm.spec.name: _ceiling_pass(lm, run, examples, args.slots) for lm in lms}
-    out = {n: _summary(_timed(f, args, device), args.batch_size) for n, f in passes.items()}
-    out["all"] = _summary(_timed(lambda: [f() for f in passes.values()], args, device), args.batch_size)
-    out["all"]["peak_memory_gb"] = _peak_gb(device)
+    out = {
+        n: summarize_times(timed(f, args.warmup, args.iters, device), args.batch_size)
+        for n, f in passes.items()
+    }
+    out["all"] = summarize_times(
+        timed(lambda: [f() for f in passes.values()], args.warmup, args.iters, device), args.batch_size
+    )
+    out["all"]["peak_memory_gb"] = peak_gb(device)
     return out
 
 
@@ -214,10 +218,14 @@ def measure_step(
     opt = torch.optim.AdamW(params, lr=run.train.lr, weight_decay=run.train.weight_decay)
     il.train()
     records: list[dict] = []
-    _reset_peak(device)
-    times = _timed(lambda: records.append(train_step(lms, il, run, examples, params, opt)), args, device)
-    out = {"all": _summary(times, args.batch_size)}
-    out["all"]["peak_memory_gb"] = _peak_gb(device)
+    reset_peak(device)
+
+    def step() -> None:
+        records.append(train_step(lms, il, run, examples, params, opt))
+
+    times = timed(step, args.warmup, args.iters, device)
+    out = {"all": summarize_times(times, args.batch_size)}
+    out["all"]["peak_memory_gb"] = peak_gb(device)
     out["record"] = records[-1]  # losses of the last step: finite numbers say the step is real
     out["trainable_parameters"] = sum(p.numel() for p in params)
     return out
@@ -250,11 +258,11 @@ def measure_eval(
     for kind, make in makers.items():
         prep, prefill, decode, width = [], [], [], 0
         for i in range(args.warmup + args.iters):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             made = make(views)  # (prompts, facts) or, from the latent maker, (prompts, facts, prefix)
             batch, kw = with_prefix(lm.model, collate(lm.model, made[0]), made[2] if len(made) == 3 else None)
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             gen = generate_and_score(lm.model, batch, args.decode_tokens, NO_EOS, **kw)
             width = batch.prompt_len
@@ -264,10 +272,10 @@ def measure_eval(
                 decode.append(gen.decode_s / max(gen.decode_steps, 1))
         out[kind] = {
             "prompt_tokens": width,
-            "prepare": _summary(prep),
-            "prefill": _summary(prefill, args.batch_size),
-            "prepare_plus_prefill": _summary([a + b for a, b in zip(prep, prefill)], args.batch_size),
-            "decode_per_token": _summary(decode),
+            "prepare": summarize_times(prep),
+            "prefill": summarize_times(prefill, args.batch_size),
+            "prepare_plus_prefill": summarize_times([a + b for a, b in zip(prep, prefill)], args.batch_size),
+            "decode_per_token": summarize_times(decode),
         }
     il.train()
     return out
@@ -328,22 +336,6 @@ def model_info(lm: LoadedModel) -> dict:
     }
 
 
-def device_info(device: torch.device) -> dict:
-    """GPU name, capability and memory on CUDA; processor and torch threads on CPU."""
-    info: dict = {"type": device.type, "torch": torch.__version__}
-    if device.type == "cuda":
-        prop = torch.cuda.get_device_properties(device)
-        info.update(
-            name=prop.name,
-            capability=f"{prop.major}.{prop.minor}",
-            memory_gb=round(prop.total_memory / 2**30, 1),
-            cuda=torch.version.cuda,
-        )
-    else:
-        info.update(name=platform.processor() or platform.machine(), threads=torch.get_num_threads())
-    return info
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -361,43 +353,5 @@ def _golds(lm: LoadedModel, run: LatentRunArgs, examples: list[dict]) -> list[li
     return [answer_ids(e["answers"][0], lm.tokenizer, own, lm.uses_chat_template, eos) for e in examples]
 
 
-def _timed(fn: Callable[[], object], args: BenchArgs, device: torch.device) -> list[float]:
-    """Wall seconds of each of ``args.iters`` calls after ``args.warmup`` untimed ones."""
-    for _ in range(args.warmup):
-        fn()
-    times = []
-    for _ in range(args.iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _summary(times_s: list[float], batch_size: int | None = None) -> dict:
-    """Median / p90 / mean in ms, each timed value, and samples/min at the median."""
-    ms = [t * 1000 for t in times_s]
-    p = percentile_summary(ms)
-    out = {"median_ms": p["median"], "p90_ms": p["p90"], "mean_ms": p["mean"], "times_ms": ms}
-    if batch_size is not None:
-        out["samples_per_min"] = batch_size * 60_000 / p["median"]
-    return out
-
-
 def _met(value: float | None, target: float) -> bool | None:
     return None if value is None else bool(value >= target)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None

@@ -270,7 +270,9 @@ class WorkflowPlan:
 
     def wire_fit_data(self, dataset: str, exp: str) -> list[str]:
         """[train split] when ``exp`` evaluates a learned wire quantizer (fitted on it), else []."""
-        return [paths.split_file(dataset, "train")] if "pq" in self.experiments[exp].latent.wire.formats else []
+        return (
+            [paths.split_file(dataset, "train")] if "pq" in self.experiments[exp].latent.wire.formats else []
+        )
 
     @property
     def latent_variants(self) -> tuple[str, ...]:

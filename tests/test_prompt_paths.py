@@ -414,7 +414,7 @@ def test_tuned_ceilings_use_the_models_prompt_and_train_shots(base, calls, tmp_p
         if name == "build_prompt":  # the model's scaffold (and content) of one direct call
             kind = a[4] if len(a) > 4 else kw.get("kind", "text")
             assert result == build_prompt(a[0], lm.tokenizer, own, False, kind)
-            if module == "latentwire.evaluation.baselines":  # select-text: the window of the run's content text
+            if module == "latentwire.evaluation.baselines":  # select-text: the run's content text's window
                 assert content_text(a[0], run.prompt) in windows
     capsys.readouterr()
     assert main([*evaluate_args, "--shots-from", str(paths["test"])]) == 2

@@ -50,7 +50,9 @@ def parse_datasets(config: dict[str, Any]) -> dict[str, DatasetArgs]:
 def configured_baselines(config: dict[str, Any]) -> list[str]:
     """The ``baselines:`` section's systems: text, the token budgets, closed book (no rivals yet)."""
     b = config.get("baselines") or {}
-    names = (["text"] if b.get("text", True) else []) + [f"budget-{m}" for m in b.get("budgets", [16, 32, 48])]
+    names = (["text"] if b.get("text", True) else []) + [
+        f"budget-{m}" for m in b.get("budgets", [16, 32, 48])
+    ]
     return names + (["closed"] if b.get("closed_book", True) else [])
 
 
@@ -165,4 +167,3 @@ def expand_sweep(sweep: dict) -> dict[str, dict]:
             node[path[-1]] = value
         out[name] = overrides
     return out
-

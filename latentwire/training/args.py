@@ -27,7 +27,7 @@ class TrainArgs:
     steps: int = 300
     batch_size: int = 8
     lr: float = 1e-3
-    head_lr_scale: float = 1.0  # reading heads train at lr × this, the encoder at lr (latentwire.training.optim)
+    head_lr_scale: float = 1.0  # reading heads train at lr × this, the encoder at lr (training.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 20
     grad_clip: float = 1.0

@@ -57,7 +57,7 @@ class PretrainArgs:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-4
-    head_lr_scale: float = 1.0  # the projectors train at lr × this, the encoder at lr (latentwire.training.optim)
+    head_lr_scale: float = 1.0  # the projectors train at lr × this, the encoder at lr (training.optim)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
