@@ -19,7 +19,7 @@ from latentwire.models.loading import (
 )
 from latentwire.models.spec import ModelSpec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _registry(tmp_path: Path, models: dict) -> Path:

@@ -39,7 +39,7 @@ def build(name: str, seed: int = 0, **kw) -> torch.nn.Module:
 
 
 def test_registry_has_every_encoder():
-    # embed, lm-hidden, static: tests/test_encoders_lm.py; select: tests/test_encoders_select.py
+    # embed, lm-hidden, static: tests/encoders/test_lm.py; select: tests/encoders/test_select.py
     # (they need a tiny registry model)
     assert ENCODERS.names() == sorted(NAMES + ["embed", "lm-hidden", "pooled-lm", "select", "static"])
 

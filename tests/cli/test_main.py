@@ -12,7 +12,7 @@ from latentwire.cli.main import main
 from latentwire.models import load_registry, materialize
 from latentwire.models.tiny import save_tiny
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REGISTRY = str(REPO / "config" / "models.yaml")
 
 
