@@ -12,10 +12,10 @@ In one run, on random-weight receivers in the published shapes (:mod:`latentwire
     :func:`latentwire.generation.generate_and_score`'s prefill and per-token decode, for the
     ``text_tokens`` text prompt and for the latent prompt.
 
-Timed regions are bracketed by a device synchronise, warm-up iterations are dropped, and medians
-and p90s are reported (:mod:`latentwire.evaluation.timing`) with samples/min = B / median. ``ratios`` holds (b)/(a) throughput and
-text/latent prefill time. Shapes: B batch, M soft tokens per receiver, A answer tokens (with the
-end-of-answer id), T_p latent prompt length (scaffold S + M), d receiver width.
+Timed regions are bracketed by a device synchronise, warm-up iterations are dropped, and medians and
+p90s are reported with samples/min = B / median (:mod:`latentwire.evaluation.timing`). ``ratios`` holds
+(b)/(a) throughput and text/latent prefill time. Shapes: B batch, M soft tokens per receiver, A answer
+tokens (with the end-of-answer id), T_p latent prompt length (scaffold S + M), d receiver width.
 """
 
 from __future__ import annotations

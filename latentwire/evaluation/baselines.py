@@ -1,4 +1,4 @@
-"""Text-side baselines and discrete comparators, each a prompt maker for :func:`latentwire.evaluation.evaluate.evaluate`.
+"""Text-side baselines and discrete comparators, each a prompt maker for :func:`~.evaluate.evaluate`.
 
 The ``name`` of a baseline is what the workflow's ``{baseline}`` wildcard holds:
 

@@ -1,10 +1,11 @@
 """The gold-answer NLL of a packaged model's text prompts, by hand and through the pipeline.
 
 :func:`nll_by_hand` scores each example with ONE plain forward over ``prompt ids + answer ids``
-(``input_ids``, no padding, no cache, no ``logits_to_keep``): the logits at column ``T - 1 + j``
-predict answer token ``j``. :func:`nll_check` puts that beside what :func:`latentwire.evaluation.evaluate.evaluate`
-reports for the same text prompts, together with the library versions and the tokens that shape the
-number (the end-of-answer token), so two machines can compare one JSON to 1e-3.
+(``input_ids``, no padding, no cache, no ``logits_to_keep``): the logits at column ``T - 1 + j`` predict
+answer token ``j``. :func:`nll_check` puts that beside what
+:func:`latentwire.evaluation.evaluate.evaluate` reports for the same text prompts, together with the
+library versions and the tokens that shape the number (the end-of-answer token), so two machines can
+compare one JSON to 1e-3.
 """
 
 from __future__ import annotations

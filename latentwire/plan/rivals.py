@@ -1,11 +1,13 @@
 """The rivals every latent is scheduled beside (the workflow config's ``comparators:`` section).
 
-For each M that a latent experiment's receivers read (``LatentArgs.read_slots``), the workflow adds the
-token budget ``budget-M`` and the discrete comparators of :mod:`latentwire.evaluation.comparators` at that M
-(``select-text-M`` only where a ``select`` experiment reads M slots: its checkpoint decides the kept
-tokens). ``tuned`` adds matched-supervision text ceilings (:mod:`latentwire.training.text_tuning`): LoRA on each
-receiver reading ``text`` or ``select-text-M``, trained on the schedule and losses of the named latent
-experiment's Stage B, one job per seed.
+For each M that a latent experiment's receivers read (``LatentArgs.read_slots``), the workflow adds
+the token budget ``budget-M`` and the discrete comparators of :mod:`latentwire.evaluation.comparators`
+at that M (``select-text-M`` only where a ``select`` experiment reads M slots: its checkpoint decides
+the kept tokens). ``tuned`` adds matched-supervision text ceilings
+(:mod:`latentwire.training.text_tuning`): LoRA on each receiver reading ``text`` or ``select-text-M``,
+trained on the schedule and losses of the named latent experiment's Stage B, one job per seed. This
+module builds training's settings (``TunedArgs``, ``LatentRunArgs``), so it sits with the plan, not
+in :mod:`latentwire.evaluation`.
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ def train(
 
 def run_identity(run: LatentRunArgs, lms, sources, train_df, val_df, teacher_paths) -> dict:
     """Everything a training trajectory depends on, except ``train.steps`` (a longer run of the same
-    settings continues a shorter one; :func:`~latentwire.training.optim.continues_schedule` checks that the schedules agree)."""
+    settings continues a shorter one; :func:`~latentwire.training.optim.continues_schedule` checks
+    that the schedules agree)."""
     cfg = to_dict(run)
     cfg["train"].pop("steps")
     kd = bool(run.loss.w_kd)

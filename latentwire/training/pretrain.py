@@ -12,11 +12,11 @@ two tasks:
   ``[Z | reconstruct_cue]`` and reproduces them (up to ``reconstruct_tokens`` tokens).
 
 The receivers see plain soft tokens, no chat template (as ARC pretrains on base decoders); QA
-fine-tuning later puts Z in the prompt contract's content slot. A step encodes the batch once and
-runs each receiver's teacher-forced CE in turn against a detached Z leaf, as ``train.train_step``
-does (or one sampled receiver with ``sample_receiver``). The output checkpoint holds the encoder's
-and the projectors' trainable tensors; a fine-tuning experiment that names this run
-(``latent.encoder.pretrained``) starts from it (:func:`load_pretrained`).
+fine-tuning later puts Z in the prompt contract's content slot. A step encodes the batch once and runs
+each receiver's teacher-forced CE in turn against a detached Z leaf, as
+:func:`latentwire.training.step.train_step` does (or one sampled receiver with ``sample_receiver``). The
+output checkpoint holds the encoder's and the projectors' trainable tensors; a fine-tuning experiment
+that names this run (``latent.encoder.pretrained``) starts from it (:func:`load_pretrained`).
 
 Shapes: B batch, M slots, d_z latent width, S soft tokens a receiver reads, A target tokens.
 """

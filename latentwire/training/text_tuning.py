@@ -116,7 +116,7 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
 
 
 class LoraWeights:
-    """A receiver's LoRA tensors as :mod:`latentwire.training.checkpoint` saves and restores trainable weights."""
+    """A receiver's LoRA tensors, as :mod:`~latentwire.training.checkpoint` saves and restores weights."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

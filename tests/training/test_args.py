@@ -1,4 +1,4 @@
-"""Latent run settings checked when the config is parsed: combinations that cannot train fail naming the key."""
+"""Latent run settings checked at parse time: combinations that cannot train fail naming the key."""
 
 import pytest
 
