@@ -7,8 +7,6 @@ keys replace them); the run uses small dims, no dropout (determinism) and a bare
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from toy_data import capital_frame
 
@@ -97,7 +95,8 @@ def assert_close_updates(a: list, b: list, **tol) -> None:
 
 
 def two_receivers(make_local_spec, tmp_path_factory) -> list[LoadedModel]:
-    """Both tiny receivers at once, under registry names with dots (module keys replace them)."""
+    """Both tiny receivers at once, under registry names with dots (module keys replace them). A
+    module's fixture: ``lms = pytest.fixture(scope="module")(two_receivers)``."""
     out = []
     for family, name in (("llama", "tiny-llama3.2"), ("qwen2", "tiny-qwen2.5")):
         root = tmp_path_factory.mktemp(f"train-{family}")
@@ -107,12 +106,10 @@ def two_receivers(make_local_spec, tmp_path_factory) -> list[LoadedModel]:
     return out
 
 
-@contextlib.contextmanager
 def one_thread():
-    """Tiny models on a shared 2-core CPU: one intra-op thread is several times faster (no spinning)."""
+    """Tiny models on a shared 2-core CPU: one intra-op thread is several times faster (no spinning).
+    A module's autouse fixture: ``single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)``."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(n)

@@ -12,16 +12,8 @@ from latentwire.evaluation.evaluate import model_view
 from latentwire.latent.build import build_interlingua
 from latentwire.prompt import content_text
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def lms(make_local_spec, tmp_path_factory):
-    return two_receivers(make_local_spec, tmp_path_factory)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+lms = pytest.fixture(scope="module")(two_receivers)  # the two tiny receivers, built once per module
 
 
 def test_source_vocab_init_fits_the_other_receivers_skip_and_checks_the_encoder(lms):

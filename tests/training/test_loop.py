@@ -23,16 +23,8 @@ from latentwire.prompt import content_text
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.loop import train, validate
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def lms(make_local_spec, tmp_path_factory):
-    return two_receivers(make_local_spec, tmp_path_factory)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+lms = pytest.fixture(scope="module")(two_receivers)  # the two tiny receivers, built once per module
 
 
 def read_log(out_dir) -> list[dict]:

@@ -32,16 +32,8 @@ from latentwire.training.teacher import (
     teacher_meta,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def lms(make_local_spec, tmp_path_factory):
-    return two_receivers(make_local_spec, tmp_path_factory)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
+lms = pytest.fixture(scope="module")(two_receivers)  # the two tiny receivers, built once per module
 
 
 def test_one_step_sends_gradients_to_the_interlingua_only(lms):
