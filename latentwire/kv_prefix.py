@@ -48,6 +48,14 @@ class KVPrefix:
     def length(self) -> int:
         return self.keys[0].shape[2]
 
+    def expand(self, batch_size: int) -> KVPrefix:
+        """A one-row prefix (1, H_kv, P, D) as ``batch_size`` rows: broadcast views, no copy."""
+        if self.keys[0].shape[0] != 1:
+            raise ValueError(f"only a one-row prefix expands; this one has {self.keys[0].shape[0]} rows")
+        grow = lambda t: t.expand(batch_size, *t.shape[1:])  # noqa: E731
+        mask = None if self.mask is None else self.mask.expand(batch_size, -1)
+        return KVPrefix([grow(k) for k in self.keys], [grow(v) for v in self.values], mask)
+
     def cache(self, model: torch.nn.Module) -> DynamicCache:
         """A fresh cache holding the prefix, in the model's dtype and on each layer's device."""
         n_layers = model.config.get_text_config(decoder=True).num_hidden_layers

@@ -22,8 +22,10 @@ import torch
 from latentwire.batching import PromptMaker, embed_ids
 from latentwire.evaluation.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
 from latentwire.evaluation.evaluate import EvalArgs
+from latentwire.kv_prefix import KVPrefix
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text, prompt_for
+from latentwire.scaffold_cache import scaffold_prefix, shared_scaffold
 
 _BASELINE = re.compile(r"^(text|closed)$|^(budget|tail|lexical|selfinfo|oracle|select-text)-([1-9]\d*)$")
 
@@ -76,8 +78,8 @@ def text_prompt_maker(
     selector = COMPARATORS.get(kind) if kind in COMPARATORS else None
     vocab = len(tok)
 
-    def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
-        embeds, facts = [], []
+    def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict], KVPrefix | None]:
+        rows, heads, facts = [], [], []
         for v in views:
             full = build_prompt(v, tok, prompt_args, chat, "text")
             if selector is not None:
@@ -91,7 +93,8 @@ def text_prompt_maker(
                 raise ValueError(
                     f"prompt of {len(ids)} tokens exceeds context_limit {limit} of {lm.spec.name}"
                 )
-            embeds.append(embed_ids(lm.model, ids, lm.device))  # (T_i, d)
+            rows.append(ids)
+            heads.append(p.prefix)
             sent = p.content_text if kind in ("text", "closed") else tok.decode(p.content)
             facts.append(
                 {
@@ -103,7 +106,12 @@ def text_prompt_maker(
                     "text_bytes": len(full.content_text.encode("utf-8")),
                 }
             )
-        return embeds, facts
+        # the scaffold every row starts with, from the receiver's cache (scaffold_cache)
+        shared = shared_scaffold(heads)
+        prefix = scaffold_prefix(lm.model, shared, len(rows)) if shared else None
+        cut = len(shared) if prefix is not None else 0
+        embeds = [embed_ids(lm.model, ids[cut:], lm.device) for ids in rows]  # (T_i - cut, d)
+        return embeds, facts, prefix
 
     def _selected(view: dict, full: PromptIds, selector) -> list[int]:
         text, key = content_text(view, prompt_args), content_text(view, run_args)

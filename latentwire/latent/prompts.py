@@ -20,6 +20,7 @@ from latentwire.kv_prefix import KVPrefix, from_cache, with_prefix
 from latentwire.latent.interlingua import Interlingua
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, build_prompt, content_text, prompt_for
+from latentwire.scaffold_cache import scaffold_cache_off, scaffold_prefix
 
 Control = Literal["none", "shuffled", "zero"]
 
@@ -38,30 +39,40 @@ def latent_inputs(
     reading = interlingua.read(z, lm.spec.name)
     soft = reading.soft.to(lm.dtype) if reading.soft is not None else None  # (B, S, d)
     # When the latent replaces question + context, the scaffold is the same for every example:
-    # render and embed it once per batch (the chat template is the slow part of a training step).
+    # render and embed it once per batch (the chat template is the slow part of a training step),
+    # and without a deep prefix read its head from the receiver's scaffold cache (scaffold_cache:
+    # computed once, not in every forward and backward). A deep prefix stays in front of the whole
+    # scaffold, as it was trained, so its head then stays in the prompt.
     shared = prompt_args.replaces == "question_context"
+    prefix = reading.prefix
     out, scaffold, suffix_lens = [], None, []
     for i, v in enumerate(views):
         if scaffold is None or not shared:
             p = build_prompt(v, lm.tokenizer, prompt_args, lm.uses_chat_template, "latent")
-            scaffold = (embed_ids(lm.model, p.prefix, lm.device), embed_ids(lm.model, p.suffix, lm.device))
-        pre, suf = scaffold
-        parts = [pre, soft[i], suf] if soft is not None else [pre, suf]
+            cached = scaffold_prefix(lm.model, p.prefix, len(views)) if shared and prefix is None else None
+            pre = None if cached is not None else embed_ids(lm.model, p.prefix, lm.device)
+            scaffold = (pre, embed_ids(lm.model, p.suffix, lm.device), cached)
+        pre, suf, cached = scaffold
+        parts = [t for t in (pre, soft[i] if soft is not None else None, suf) if t is not None]
         out.append(torch.cat(parts, dim=0))  # (T_i, d)
         suffix_lens.append(suf.shape[0])
+    if scaffold is not None and scaffold[2] is not None:
+        prefix = scaffold[2]  # (B, H_kv, P, D) per layer: the scaffold's head
     if interlingua.args.coprocessor.enabled:
-        return _coprocessed(lm, interlingua, out, reading, suffix_lens)
-    return out, reading.prefix
+        return _coprocessed(lm, interlingua, out, reading, suffix_lens, prefix)
+    return out, prefix
 
 
-def _coprocessed(lm, interlingua, prompts, reading, suffix_lens) -> tuple[list[torch.Tensor], KVPrefix]:
+def _coprocessed(
+    lm, interlingua, prompts, reading, suffix_lens, prefix
+) -> tuple[list[torch.Tensor], KVPrefix]:
     """Phase 1 of the coprocessor reading (see :mod:`latentwire.heads.coprocessor`): run the receiver over
     each prompt up to its soft tokens, add the coprocessor's deltas to the soft tokens' cache entries,
     and return the suffixes as the prompts that continue from that augmented cache."""
     S = reading.soft.shape[1]
     heads = [p[: p.shape[0] - n] for p, n in zip(prompts, suffix_lens)]  # (T_i - suffix, d): ends in soft
     rest = [p[p.shape[0] - n :] for p, n in zip(prompts, suffix_lens)]
-    b, kw = with_prefix(lm.model, collate(lm.model, heads), reading.prefix)
+    b, kw = with_prefix(lm.model, collate(lm.model, heads), prefix)  # deep prefix or cached scaffold
     use_hidden = interlingua.args.coprocessor.use_hidden
     out = lm.model(
         inputs_embeds=b.inputs_embeds,
@@ -89,10 +100,12 @@ def latent_prompts(
     views: list[dict],
     z: torch.Tensor,
 ) -> list[torch.Tensor]:
-    """The prompt embeddings of :func:`latent_inputs` for a shallow-only interlingua.
+    """The whole prompt embeddings of :func:`latent_inputs` for a shallow-only interlingua (the
+    scaffold in the prompt, not from the cache).
 
     Refuses a deep prefix rather than silently dropping it."""
-    prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z)
+    with scaffold_cache_off():
+        prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z)
     if prefix is not None:
         raise ValueError("this interlingua has a deep prefix: use latent_inputs and pass the prefix on")
     return prompts

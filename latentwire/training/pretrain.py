@@ -81,7 +81,12 @@ class PretrainArgs:
             raise ConfigError("pretrain: max_segment_words, continuation_tokens, reconstruct_tokens ≥ 1")
         if self.heldout_contexts < 0:
             raise ConfigError("pretrain.heldout_contexts: must be ≥ 0")
-        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.head_lr_scale) and self.head_lr_scale > 0):
+        if not (
+            math.isfinite(self.lr)
+            and self.lr > 0
+            and math.isfinite(self.head_lr_scale)
+            and self.head_lr_scale > 0
+        ):
             raise ConfigError("pretrain: lr and head_lr_scale must be positive numbers")
 
 

@@ -9,6 +9,15 @@ from latentwire.batching import embed_ids
 from latentwire.evaluation.baselines import parse_baseline, text_prompt_maker
 from latentwire.evaluation.evaluate import EvalArgs, evaluate
 from latentwire.prompt import PromptArgs, build_prompt, content_text
+from latentwire.scaffold_cache import scaffold_cache_off
+
+
+@pytest.fixture(autouse=True)
+def whole_prompts():
+    """These tests read whole prompt embeddings: the scaffold cache stays off (test_scaffold_cache)."""
+    with scaffold_cache_off():
+        yield
+
 
 VIEW = {
     "question": "Who won Super Bowl 50?",
@@ -43,7 +52,7 @@ def test_parse_baseline_rejects_other_names(name):
 
 
 def _facts(lm, name: str, args: PromptArgs | None = None):
-    embeds, facts = text_prompt_maker(lm, args or PromptArgs(), name)([VIEW])
+    embeds, facts, _ = text_prompt_maker(lm, args or PromptArgs(), name)([VIEW])
     return embeds[0], facts[0]
 
 

@@ -15,6 +15,15 @@ from latentwire.evaluation.comparators import (
     select_text_ids,
 )
 from latentwire.prompt import PromptArgs, build_prompt, content_text
+from latentwire.scaffold_cache import scaffold_cache_off
+
+
+@pytest.fixture(autouse=True)
+def whole_prompts():
+    """These tests read whole prompt embeddings: the scaffold cache stays off (test_scaffold_cache)."""
+    with scaffold_cache_off():
+        yield
+
 
 VIEW = {
     "question": "Which team won the title?",
@@ -92,7 +101,7 @@ def test_comparator_prompts_keep_m_positions_between_the_scaffold(tiny_lm, kind)
     args, M = PromptArgs(), 12
     full = build_prompt(VIEW, tiny_lm.tokenizer, args, tiny_lm.uses_chat_template)
     gold = {content_text(VIEW, args): [ANSWER]}
-    embeds, facts = text_prompt_maker(tiny_lm, args, f"{kind}-{M}", gold=gold)([VIEW])
+    embeds, facts, _ = text_prompt_maker(tiny_lm, args, f"{kind}-{M}", gold=gold)([VIEW])
     assert facts[0]["content_positions"] == M
     assert facts[0]["prompt_tokens"] == len(full.prefix) + M + len(full.suffix)
     assert facts[0]["payload_id_bytes"] == packed_id_bytes(M, len(tiny_lm.tokenizer))
@@ -120,7 +129,7 @@ def test_select_text_same_tokenizer_uses_the_kept_ids(tiny_lm):
     # another receiver: re-tokenized from the text spans and cut to M positions
     other = select_text_ids(rec, tiny_lm.tokenizer, 5, same_tokenizer=False)
     assert len(other) <= 5
-    embeds, facts = text_prompt_maker(tiny_lm, PromptArgs(), "select-text-48", windows={text: rec})([VIEW])
+    embeds, facts, _ = text_prompt_maker(tiny_lm, PromptArgs(), "select-text-48", windows={text: rec})([VIEW])
     assert facts[0]["content_positions"] == len(kept)
 
 

@@ -10,6 +10,7 @@ from latentwire.evaluation.baselines import text_prompt_maker
 from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples, summarize
 from latentwire.evaluation.metrics import postprocess_answer
 from latentwire.prompt import PromptArgs, answer_ids, eos_id
+from latentwire.scaffold_cache import scaffold_cache_off
 from latentwire.scoring import answer_logits, answer_nll, first_token_ranks
 
 
@@ -88,7 +89,8 @@ def test_summarize_by_hand():
 
 
 def test_evaluate_rows_match_direct_scoring(tiny_lm):
-    """One example through evaluate() equals prompt maker + collate + answer_logits by hand."""
+    """One example through evaluate() (its scaffold from the receiver's cache) equals the whole
+    prompt + collate + answer_logits by hand."""
     ex = {
         "id": "q0",
         "question": "Who won Super Bowl 50?",
@@ -104,7 +106,9 @@ def test_evaluate_rows_match_direct_scoring(tiny_lm):
     eos = eos_id(tiny_lm.tokenizer)
     gold = answer_ids(ex["answers"][0], tiny_lm.tokenizer, args, tiny_lm.uses_chat_template, eos)
     assert gold[-1] == eos  # answers are supervised up to and including the end token
-    prompts, _ = maker([model_view(ex)])
+    with scaffold_cache_off():
+        prompts, _, prefix = maker([model_view(ex)])
+    assert prefix is None
     batch = collate(tiny_lm.model, prompts, [gold])
     logits = answer_logits(tiny_lm.model, batch)
     assert row["nll_per_token"] == pytest.approx(answer_nll(logits, batch.answer_ids).item(), abs=1e-5)

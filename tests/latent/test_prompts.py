@@ -1,4 +1,8 @@
-"""Latent prompts: real scaffold embeddings around the soft tokens, and the shuffled / zero controls."""
+"""Latent prompts: real scaffold embeddings around the soft tokens, and the shuffled / zero controls.
+
+Most tests look at the whole prompt, so the module runs with the scaffold cache off; the last tests
+check what the cache changes: the scaffold's head leaves the prompt for a K/V prefix, nothing else.
+"""
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ from latentwire.latent.interlingua import LatentArgs
 from latentwire.latent.payload import payload_bytes, roundtrip
 from latentwire.latent.prompts import donor_map, latent_prompt_maker, latent_prompts
 from latentwire.prompt import PromptArgs, build_prompt, content_text
+from latentwire.scaffold_cache import scaffold_cache_off
 
 VIEWS = [
     {"question": "Who won Super Bowl 50?", "context": "Denver Broncos defeated the Carolina Panthers."},
@@ -23,6 +28,16 @@ CTX = PromptArgs(
     content_template="Context: {context}",
     user_template="Question: {question}\n{content}\nAnswer with a short phrase.",
 )
+
+
+@pytest.fixture(autouse=True)
+def whole_prompts(request):
+    """The whole scaffold in every prompt, except in the tests about the cache (``cache`` in the name)."""
+    if "cache" in request.node.name:
+        yield
+        return
+    with scaffold_cache_off():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +171,22 @@ def test_z_transform_is_applied_before_the_adapter(tiny_lm, il):
     want = il.soft_tokens(roundtrip(il.encode(_texts(VIEWS, QC)), "int8"), tiny_lm.spec.name)
     for i, v in enumerate(VIEWS):
         assert torch.equal(_soft_part(tiny_lm, QC, v, prompts[i], il), want[i])
+
+
+@torch.no_grad()
+def test_cached_scaffold_moves_only_the_prompt_head_into_the_prefix(tiny_lm, il):
+    with scaffold_cache_off():
+        whole, facts_whole, none = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    rest, facts, prefix = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    head = build_prompt(VIEWS[0], tiny_lm.tokenizer, QC, tiny_lm.uses_chat_template, "latent").prefix
+    assert none is None and prefix is not None and prefix.length == len(head)
+    assert prefix.keys[0].shape[0] == len(VIEWS)
+    for w, r in zip(whole, rest):
+        assert torch.equal(w[len(head) :], r)  # soft tokens and suffix unchanged
+    assert facts == facts_whole  # positions attended over count the cached head
+
+
+@torch.no_grad()
+def test_no_cache_when_the_question_is_part_of_the_scaffold(tiny_lm, il):
+    _, _, prefix = latent_prompt_maker(tiny_lm, il, CTX)(VIEWS)
+    assert prefix is None

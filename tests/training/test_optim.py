@@ -38,7 +38,7 @@ def test_groups_split_encoder_from_heads_and_cover_every_trainable_tensor_once()
 def test_schedule_keeps_the_ratio_and_the_heads_move_faster():
     il = interlingua()
     opt = make_optimizer(il, lr=1e-3, weight_decay=0.0, head_lr_scale=5.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
     for _ in range(3):
         sched.step()
     lrs = [g["lr"] for g in opt.param_groups]
