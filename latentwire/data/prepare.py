@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from latentwire.data.hotpot import HotpotContextArgs, read_hotpot, read_hotpot_hf
 from latentwire.data.schema import COLUMNS, DataError, arrow_schema, validate_frame
-from latentwire.data.splits import assign_splits, check_fractions
+from latentwire.data.splits import assign_fold, assign_splits, check_fractions
 from latentwire.data.squad import read_squad, read_squad_hf
 from latentwire.io import atomic_path, write_json
 
@@ -77,9 +77,28 @@ class SplitArgs:
         default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}
     )
     seed: int = 0
+    folds: int = 0  # k >= 2: article-level k-fold, fold `fold` is the test split (splits.assign_fold)
+    fold: int = 0
 
     def validate(self) -> None:
         check_fractions(self.fractions)
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"'folds' must be 0 (off) or >= 2, got {self.folds}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ValueError(f"'fold' must be in [0, folds = {self.folds}), got {self.fold}")
+
+    def assign(self, titles) -> dict[str, str]:
+        """Title -> split name under this rule."""
+        if self.folds:
+            return assign_fold(titles, self.fractions, self.seed, self.folds, self.fold)
+        return assign_splits(titles, self.fractions, self.seed)
+
+    @property
+    def split_names(self) -> set[str]:
+        """The splits this rule fills."""
+        if self.folds:
+            return {"test"} | {s for s in ("train", "validation") if self.fractions.get(s, 0) > 0}
+        return {s for s, f in self.fractions.items() if f > 0}
 
 
 @dataclass
@@ -141,11 +160,11 @@ def prepare_dataset(args: DatasetArgs) -> dict[str, pd.DataFrame]:
             len({ex["title"] for ex in clashing}),
         )
     free = [(src, ex) for src, ex in free if ex["title"] not in assigned]
-    by_title = assign_splits((ex["title"] for _, ex in free), args.split.fractions, args.split.seed)
+    by_title = args.split.assign(ex["title"] for _, ex in free)
 
     names = sorted(set(assigned.values()))
     if free:
-        names = sorted(set(names) | {s for s, f in args.split.fractions.items() if f > 0})
+        names = sorted(set(names) | args.split.split_names)
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
     for src, ex in records:
         split = src.assign_split or by_title.get(ex["title"])

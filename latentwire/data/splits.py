@@ -5,6 +5,10 @@ otherwise a model could be tested on a paragraph whose neighbours it trained on.
 titles are shuffled with ``random.Random(seed)`` and cut into contiguous blocks, one per split,
 taken in sorted split-name order so that the result does not depend on the key order of the config
 (the config hash is computed with sorted keys).
+
+K-fold (:func:`assign_fold`): the same shuffled titles cut into k folds; fold ``i`` is the test
+split and the other articles are split into train and validation by the fractions' ratio, so over
+the k folds every article is tested exactly once.
 """
 
 from __future__ import annotations
@@ -55,6 +59,43 @@ def assign_splits(titles: Iterable[str], fractions: dict[str, float], seed: int)
     start = 0
     for name, size in split_sizes(len(unique), fractions).items():
         for title in unique[start : start + size]:
+            out[title] = name
+        start += size
+    return out
+
+
+def fold_blocks(n: int, folds: int) -> list[range]:
+    """Contiguous blocks of ``n`` shuffled articles, one per fold, sizes differing by at most one."""
+    if folds < 2 or folds > n:
+        raise ValueError(f"k-fold needs 2 <= folds <= articles ({n}), got folds = {folds}")
+    sizes = [n // folds + (1 if i < n % folds else 0) for i in range(folds)]
+    starts = [sum(sizes[:i]) for i in range(folds)]
+    return [range(a, a + b) for a, b in zip(starts, sizes)]
+
+
+def assign_fold(
+    titles: Iterable[str], fractions: dict[str, float], seed: int, folds: int, fold: int
+) -> dict[str, str]:
+    """Map every distinct title to ``test`` (fold ``fold`` of ``folds``), else to ``train`` or
+    ``validation`` in the ratio of ``fractions`` (the test fraction is ignored: the fold sets it)."""
+    check_fractions(fractions)
+    if set(fractions) - {"train", "validation", "test"}:
+        raise ValueError(f"k-fold splits are train / validation / test, got {sorted(fractions)}")
+    unique = sorted(set(titles))
+    random.Random(seed).shuffle(unique)
+    blocks = fold_blocks(len(unique), folds)
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    test = {unique[i] for i in blocks[fold]}
+    rest = [t for t in unique if t not in test]  # shuffled order, as the folds themselves
+    train, val = fractions.get("train", 0.0), fractions.get("validation", 0.0)
+    share = (
+        {"train": train / (train + val), "validation": val / (train + val)} if train + val else {"train": 1.0}
+    )
+    out = {t: "test" for t in test}
+    start = 0
+    for name, size in split_sizes(len(rest), share).items():
+        for title in rest[start : start + size]:
             out[title] = name
         start += size
     return out
