@@ -2,10 +2,13 @@
 
 In one run, on random-weight receivers in the published shapes (:mod:`latentwire.models.synthetic`):
 
-(a) **ceiling**: per receiver, the bare frozen forward + backward to a soft-prefix leaf: one leaf
-    (B, T_p + A, d) laid out like a latent training row (scaffold + M soft tokens + A answer tokens),
-    answer CE from the kept logits only, no mask, no prompt building; both receivers in sequence
-    form the bare multi-receiver step.
+(a) **ceiling**: per receiver, the minimal work of a latent training row: a bare frozen forward +
+    backward over only the columns that depend on Z — a leaf (B, M + S_suf + A, d) for the M soft
+    tokens, the scaffold's suffix and the A answer tokens — reading the scaffold's constant head
+    (S_pre tokens) from a K/V prefix computed once (:mod:`latentwire.scaffold_cache`); answer CE from
+    the kept logits only, no prompt building; both receivers in sequence form the bare
+    multi-receiver step. ``ceiling_full_prompt`` is the earlier ceiling, kept for continuity: the
+    same leaf over the whole row (S_pre + M + S_suf + A columns), no mask.
 (b) **step**: the project's own Stage B step, :func:`latentwire.training.step.train_step` (encoder, every
     adapter, every enabled loss, the optimizer), on the same batch.
 (c) **eval**: per receiver, the evaluation path's prompt building (the real prompt makers) and
@@ -49,6 +52,7 @@ from latentwire.models.synthetic import (
     synthetic_examples,
 )
 from latentwire.prompt import answer_ids, build_prompt, eos_id, prompt_for
+from latentwire.scaffold_cache import scaffold_prefix, shared_scaffold
 from latentwire.scoring import answer_logits
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.losses import masked_ce
@@ -147,7 +151,8 @@ def run_bench(args: BenchArgs) -> dict:
         "build_s": time.perf_counter() - t_start,
     }
     if "ceiling" in args.phases:
-        result["ceiling"] = measure_ceiling(fast, run, examples, args, device)
+        result["ceiling"] = measure_ceiling(fast, run, examples, args, device, minimal=True)
+        result["ceiling_full_prompt"] = measure_ceiling(fast, run, examples, args, device, minimal=False)
     if "step" in args.phases:
         result["step"] = measure_step(fast, il, run, examples, args, device)
     if "eval" in args.phases:
@@ -165,11 +170,16 @@ def run_bench(args: BenchArgs) -> dict:
 
 
 def measure_ceiling(
-    lms: list[LoadedModel], run: LatentRunArgs, examples: list[dict], args: BenchArgs, device: torch.device
+    lms: list[LoadedModel],
+    run: LatentRunArgs,
+    examples: list[dict],
+    args: BenchArgs,
+    device: torch.device,
+    minimal: bool = True,
 ) -> dict:
     """Bare forward + backward to a leaf per receiver, then all receivers in sequence."""
     reset_peak(device)
-    passes = {lm.spec.name: _ceiling_pass(lm, run, examples, args.slots) for lm in lms}
+    passes = {lm.spec.name: _ceiling_pass(lm, run, examples, args.slots, minimal) for lm in lms}
     out = {
         n: summarize_times(timed(f, args.warmup, args.iters, device), args.batch_size)
         for n, f in passes.items()
@@ -182,21 +192,32 @@ def measure_ceiling(
 
 
 def _ceiling_pass(
-    lm: LoadedModel, run: LatentRunArgs, examples: list[dict], slots: int
+    lm: LoadedModel, run: LatentRunArgs, examples: list[dict], slots: int, minimal: bool = True
 ) -> Callable[[], None]:
-    """A closure running one bare step of ``lm`` at the real step's layout (T_p + A columns)."""
-    T_p = _latent_prompt_len(lm, run, examples, slots)
+    """A closure running one bare step of ``lm``: minimal, the Z-dependent columns
+    (M + S_suf + A) after the cached scaffold head; else the whole row (T_p + A columns)."""
+    head = _scaffold_head(lm, run, examples)  # S_pre ids, the same for every row
+    T_p = _latent_prompt_len(lm, run, examples, slots) - (len(head) if minimal else 0)
     gold = pad_answers(_golds(lm, run, examples), lm.device)  # (B, A)
     B, A = gold.shape
     d = lm.model.get_input_embeddings().weight.shape[1]
     x0 = torch.randn(B, T_p + A, d, device=lm.device, dtype=lm.dtype) * 0.02  # (B, T_p + A, d)
     positions = torch.arange(T_p + A, device=lm.device).expand(B, -1)  # (B, T_p + A)
+    prefix = scaffold_prefix(lm.model, head, B) if minimal else None  # computed once, outside the step
+    if minimal and prefix is None:
+        raise ValueError(
+            f"{lm.spec.name}: no cached scaffold for the minimal ceiling (a trainable receiver?)"
+        )
 
     def step() -> None:
         x = x0.detach().requires_grad_(True)  # the soft-prefix leaf: the only thing that gets a grad
         batch = Batch(x, None, positions, T_p, gold)  # no mask: every row is full length
+        kw = {}
+        if prefix is not None:  # mask and positions extended by S_pre, a fresh cache of the head
+            batch = dataclasses.replace(batch, attention_mask=torch.ones_like(positions))
+            batch, kw = with_prefix(lm.model, batch, prefix)
         with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
-            logits = answer_logits(lm.model, batch)  # (B, A, V) float32
+            logits = answer_logits(lm.model, batch, **kw)  # (B, A, V) float32
         masked_ce(logits, gold).backward()
 
     return step
@@ -256,22 +277,23 @@ def measure_eval(
     }
     out = {}
     for kind, make in makers.items():
-        prep, prefill, decode, width = [], [], [], 0
+        prep, prefill, decode, width, cached = [], [], [], 0, 0
         for i in range(args.warmup + args.iters):
             sync(device)
             t0 = time.perf_counter()
-            made = make(views)  # (prompts, facts) or, from the latent maker, (prompts, facts, prefix)
-            batch, kw = with_prefix(lm.model, collate(lm.model, made[0]), made[2] if len(made) == 3 else None)
+            prompts, _, prefix = make(views)  # prefix: the cached scaffold head (and a deep prefix)
+            batch, kw = with_prefix(lm.model, collate(lm.model, prompts), prefix)
             sync(device)
             t1 = time.perf_counter()
             gen = generate_and_score(lm.model, batch, args.decode_tokens, NO_EOS, **kw)
-            width = batch.prompt_len
+            width, cached = batch.prompt_len, prefix.length if prefix is not None else 0
             if i >= args.warmup:
                 prep.append(t1 - t0)
                 prefill.append(gen.prefill_s)
                 decode.append(gen.decode_s / max(gen.decode_steps, 1))
         out[kind] = {
-            "prompt_tokens": width,
+            "prompt_tokens": width + cached,  # every position the prefill attends over
+            "prefill_columns": width,  # the columns it computes (the scaffold head comes cached)
             "prepare": summarize_times(prep),
             "prefill": summarize_times(prefill, args.batch_size),
             "prepare_plus_prefill": summarize_times([a + b for a, b in zip(prep, prefill)], args.batch_size),
@@ -289,6 +311,9 @@ def ratios(result: dict) -> dict:
     out: dict = {}
     if "ceiling" in result and "step" in result:
         out["step_over_ceiling"] = result["ceiling"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
+        out["step_over_full_prompt_ceiling"] = (
+            result["ceiling_full_prompt"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
+        )
     if "eval" in result:
         ev = result["eval"]
         for name, part in (
@@ -300,6 +325,10 @@ def ratios(result: dict) -> dict:
             out[f"{name}_per_model"] = per
         out["text_over_latent_tokens"] = {
             n: e["text"]["prompt_tokens"] / e["latent"]["prompt_tokens"] for n, e in ev.items()
+        }
+        # the bound the prefill ratio can reach: computed columns, the cached head left out of both
+        out["text_over_latent_columns"] = {
+            n: e["text"]["prefill_columns"] / e["latent"]["prefill_columns"] for n, e in ev.items()
         }
     return out
 
@@ -314,6 +343,7 @@ def layout_info(lms: list[LoadedModel], run: LatentRunArgs, examples: list[dict]
         T_p = _latent_prompt_len(lm, run, examples, slots)
         out["per_model"][lm.spec.name] = {
             "scaffold_tokens": T_p - slots,
+            "cached_scaffold_tokens": len(_scaffold_head(lm, run, examples)),  # S_pre: read from the cache
             "latent_prompt_tokens": T_p,
             "text_prompt_tokens_max": max(text),
             "text_prompt_tokens_min": min(text),
@@ -345,6 +375,19 @@ def _latent_prompt_len(lm: LoadedModel, run: LatentRunArgs, examples: list[dict]
     own = prompt_for(lm.spec, run.prompt)
     ps = [build_prompt(model_view(e), lm.tokenizer, own, chat, "latent") for e in examples]
     return max(len(p.prefix) + len(p.suffix) for p in ps) + slots
+
+
+def _scaffold_head(lm: LoadedModel, run: LatentRunArgs, examples: list[dict]) -> list[int]:
+    """The scaffold's head (S_pre ids) every latent prompt of the batch starts with."""
+    own = prompt_for(lm.spec, run.prompt)
+    heads = [
+        build_prompt(model_view(e), lm.tokenizer, own, lm.uses_chat_template, "latent").prefix
+        for e in examples
+    ]
+    head = shared_scaffold(heads)
+    if head is None:
+        raise ValueError(f"{lm.spec.name}: the batch's latent prompts do not share one scaffold head")
+    return head
 
 
 def _golds(lm: LoadedModel, run: LatentRunArgs, examples: list[dict]) -> list[list[int]]:

@@ -112,7 +112,7 @@ def test_bench_json_has_every_section(bench_run):
     assert result["settings"]["batch_size"] == 4 and result["settings"]["run"]["latent"]["n_shared"] == 4
     assert sorted(result["models"]) == names
     assert {"config", "git_revision", "packages"} <= set(result["provenance"])
-    for phase in ("ceiling", "step"):
+    for phase in ("ceiling", "ceiling_full_prompt", "step"):
         row = result[phase]["all"]
         assert 0 < row["median_ms"] <= row["p90_ms"] and len(row["times_ms"]) == 2
         assert row["samples_per_min"] == pytest.approx(4 * 60_000 / row["median_ms"])
@@ -123,10 +123,13 @@ def test_bench_json_has_every_section(bench_run):
     for n in names:
         lay = result["layout"]["per_model"][n]
         assert lay["latent_prompt_tokens"] == lay["scaffold_tokens"] + 6
+        assert 0 < lay["cached_scaffold_tokens"] < lay["scaffold_tokens"]
         assert lay["text_prompt_tokens_max"] <= 100 and lay["answer_tokens_max"] == 5
         ev = result["eval"][n]
         assert ev["text"]["prompt_tokens"] == lay["text_prompt_tokens_max"]
         assert ev["latent"]["prompt_tokens"] == lay["latent_prompt_tokens"]
+        for kind in ("text", "latent"):  # the scaffold head is read from the cache, not computed
+            assert ev[kind]["prefill_columns"] == ev[kind]["prompt_tokens"] - lay["cached_scaffold_tokens"]
         for kind in ("text", "latent"):
             for part in ("prepare", "prefill", "prepare_plus_prefill", "decode_per_token"):
                 assert ev[kind][part]["median_ms"] > 0, (n, kind, part)
@@ -135,6 +138,9 @@ def test_bench_json_has_every_section(bench_run):
         assert math.isfinite(ratios[key]) and ratios[key] > 0, key
     assert ratios["step_over_ceiling"] == pytest.approx(
         result["ceiling"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
+    )
+    assert ratios["step_over_full_prompt_ceiling"] == pytest.approx(
+        result["ceiling_full_prompt"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
     )
     assert ratios["text_over_latent_prefill"] == min(ratios["text_over_latent_prefill_per_model"].values())
     assert set(result["targets"]) == {"step_over_ceiling", "text_over_latent_prefill"}
@@ -146,8 +152,35 @@ def test_ceiling_sends_gradients_to_the_leaf_only():
     tok = build_bench_tokenizer(run.prompt)
     lm = build_random_receiver("qwen2", "tiny", tok, CPU, torch.float32)
     examples = synthetic_examples(tok, run.prompt, True, n=2, text_tokens=100, answer_tokens=4)
-    _ceiling_pass(lm, run, examples, slots=6)()
-    assert all(p.grad is None and not p.requires_grad for p in lm.model.parameters())
+    for minimal in (True, False):
+        _ceiling_pass(lm, run, examples, slots=6, minimal=minimal)()
+        assert all(p.grad is None and not p.requires_grad for p in lm.model.parameters())
+
+
+def test_minimal_ceiling_gives_the_whole_rows_answer_loss():
+    """The minimal ceiling's columns after the cached head compute what the whole row computes."""
+    from latentwire.batching import Batch, pad_answers
+    from latentwire.bench import _golds, _scaffold_head
+    from latentwire.kv_prefix import with_prefix
+    from latentwire.scaffold_cache import scaffold_prefix
+    from latentwire.scoring import answer_logits
+
+    run = from_dict(LatentRunArgs, TINY["run"], where="latent")
+    tok = build_bench_tokenizer(run.prompt)
+    lm = build_random_receiver("llama", "tiny", tok, CPU, torch.float32)
+    examples = synthetic_examples(tok, run.prompt, True, n=2, text_tokens=100, answer_tokens=4)
+    head = _scaffold_head(lm, run, examples)
+    gold = pad_answers(_golds(lm, run, examples), CPU)
+    B, A = gold.shape
+    emb = lm.model.get_input_embeddings()
+    rest = torch.randn(B, 9 + A, emb.weight.shape[1]) * 0.02  # 9 columns after the head, then answers
+    whole = torch.cat([emb(torch.tensor(head)).expand(B, -1, -1), rest], 1)
+    with torch.no_grad():
+        pos = torch.arange(whole.shape[1]).expand(B, -1)
+        full = answer_logits(lm.model, Batch(whole, None, pos, len(head) + 9, gold))
+        part = Batch(rest, torch.ones(B, 9 + A, dtype=torch.long), torch.arange(9 + A).expand(B, -1), 9, gold)
+        part, kw = with_prefix(lm.model, part, scaffold_prefix(lm.model, head, B))
+        torch.testing.assert_close(answer_logits(lm.model, part, **kw), full, rtol=1e-4, atol=1e-4)
 
 
 def test_nf4_needs_cuda():

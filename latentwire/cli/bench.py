@@ -70,19 +70,20 @@ def format_report(result: dict) -> str:
         f"B={s['batch_size']} M={s['slots']} A={s['answer_tokens']} text={s['text_tokens']} tokens, "
         f"attn {s['attn']}, compile {s['compile']}, nf4 {s['nf4']}, {s['warmup']} warm-up + {s['iters']} timed",
     ]
-    for phase in ("ceiling", "step"):
+    for phase in ("ceiling", "ceiling_full_prompt", "step"):
         for name, v in result.get(phase, {}).items():
             if isinstance(v, dict) and "median_ms" in v:
                 peak = f", peak {v['peak_memory_gb']} GB" if v.get("peak_memory_gb") is not None else ""
                 lines.append(
-                    f"{phase:8s} {name:14s} {v['median_ms']:10.1f} ms (p90 {v['p90_ms']:.1f})"
+                    f"{phase:19s} {name:14s} {v['median_ms']:10.1f} ms (p90 {v['p90_ms']:.1f})"
                     f" {v['samples_per_min']:10.0f} samples/min{peak}"
                 )
     for name, ev in result.get("eval", {}).items():
         for kind in ("text", "latent"):
             e = ev[kind]
             lines.append(
-                f"eval     {name:14s} {kind:6s} {e['prompt_tokens']:4d} tok: prepare {e['prepare']['median_ms']:.1f}"
+                f"eval     {name:14s} {kind:6s} {e['prompt_tokens']:4d} tok ({e['prefill_columns']} computed):"
+                f" prepare {e['prepare']['median_ms']:.1f}"
                 f" ms, prefill {e['prefill']['median_ms']:.1f} ms, decode {e['decode_per_token']['median_ms']:.2f}"
                 " ms/token"
             )
