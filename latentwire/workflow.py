@@ -28,6 +28,7 @@ from latentwire.plan.sections import (
     SPLITS,
     check_kd,
     configured_baselines,
+    dataset_label,
     parse_datasets,
     parse_experiments,
     pretrain_runs,
@@ -293,20 +294,25 @@ class WorkflowPlan:
                 files += self.extension_eval_outputs(d, x)
         return files + self.tuned_metrics()
 
+    def label(self, dataset: str) -> str:
+        """The dataset name the tables use (a k-fold dataset's folds pool under its base name)."""
+        return dataset_label(dataset, self.datasets[dataset])
+
     def table_datasets(self) -> list[str]:
+        """The ``--datasets`` label of each :meth:`table_metrics` file."""
         names = self.baseline_datasets()
         for d in self.datasets:
             for e in self.experiments:
                 names += [d] * len(self.latent_eval_outputs(d, e))
             for x in self.extensions:
                 names += [d] * len(self.extension_eval_outputs(d, x))
-        return names + [d for d, _, _, _ in self.tuned_cells()]
+        return [self.label(d) for d in names + [d for d, _, _, _ in self.tuned_cells()]]
 
     def joint_files(self) -> list[str]:
         return [paths.joint_file(folder) for folder in self._run_dirs()]
 
     def joint_datasets(self) -> list[str]:
-        return [d for d in self.datasets for _ in [*self.experiments, *self.extensions]]
+        return [self.label(d) for d in self.datasets for _ in [*self.experiments, *self.extensions]]
 
     def train_logs(self) -> list[str]:
         return [paths.train_log(folder) for folder in self._run_dirs()]

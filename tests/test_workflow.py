@@ -576,3 +576,21 @@ def test_pretraining_runs_once_per_seed_and_starts_the_experiments_that_name_it(
     }
     with pytest.raises(ConfigError, match="wire.formats: must be the same"):
         WorkflowPlan.from_config(mixed)
+
+
+def test_k_fold_dataset_runs_every_rule_per_fold_and_pools_the_tables():
+    """``split.folds: 3`` stands for three datasets (fold i tested in the i-th); the tables label
+    them all with the base name, so every question counts once in one pooled row per system."""
+    from latentwire.workflow import WorkflowPlan
+
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg["registry"] = str(REPO / ".test" / "config" / "models.yaml")
+    (name, raw), *_ = cfg["datasets"].items()
+    raw.setdefault("split", {})["folds"] = 3
+    plan = WorkflowPlan.from_config(cfg)
+    folds = [f"{name}_f{i}" for i in range(3)]
+    assert sorted(plan.datasets) == folds
+    assert [plan.datasets[d].split.fold for d in folds] == [0, 1, 2]
+    assert set(plan.table_datasets()) == {name} and set(plan.joint_datasets()) == {name}
+    assert len(plan.table_metrics()) == len(plan.table_datasets())
+    assert {m.split("/")[2] for m in plan.baseline_metrics()} == set(folds)  # baselines run per fold

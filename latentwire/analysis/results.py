@@ -139,6 +139,50 @@ class SystemResult:
         return run.get("train", {}).get("seed")
 
 
+def _weighted(parts: list[dict[str, Any]], n: list[float]) -> dict[str, Any]:
+    """The first part's keys; every number the n-weighted mean of the parts' (n itself summed)."""
+    out = dict(parts[0])
+    total = sum(n)
+    for k, v in parts[0].items():
+        if (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and all(isinstance(p.get(k), (int, float)) for p in parts)
+        ):
+            out[k] = sum(p[k] * w for p, w in zip(parts, n)) / total if total else v
+    out["n"] = int(total)
+    return out
+
+
+def merge_folds(group: list[tuple[str, SystemResult]]) -> SystemResult:
+    """One system's results from several metrics files under one dataset label (the folds of a
+    k-fold dataset): rows concatenated, summary numbers the n-weighted means, ``folds`` the count.
+    Refuses files that share a question: that is one result twice, not two folds."""
+    first = group[0][1]
+    seen: dict[str, str] = {}
+    for path, r in group:
+        for row in r.rows or []:
+            if str(row["id"]) in seen:
+                raise ValueError(
+                    f"{path} and {seen[str(row['id'])]} both hold question {row['id']} of "
+                    f"({first.dataset}, {first.model}, {first.system}): not disjoint folds"
+                )
+            seen[str(row["id"])] = path
+    metrics = _weighted([r.metrics for _, r in group], [r.metrics.get("n", 0) for _, r in group])
+    metrics["folds"] = len(group)
+    rows = None if any(r.rows is None for _, r in group) else [row for _, r in group for row in r.rows]
+    return SystemResult(first.dataset, first.model, first.system, metrics, rows)
+
+
+def merge_joints(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """Joint-rescoring summaries of the folds of one experiment: examples concatenated, rates the
+    n-weighted means."""
+    out = _weighted(group, [j.get("n", 0) for j in group])
+    out["examples"] = [e for j in group for e in j.get("examples", [])]
+    out["folds"] = len(group)
+    return out
+
+
 @dataclass
 class ResultSet:
     """All systems of a run, and the joint-rescoring summaries of the latent experiments."""
@@ -160,17 +204,20 @@ class ResultSet:
         ``datasets[i]`` names the dataset of ``metric_files[i]`` (as for ``latentwire table``); the
         experiment of a ``joint.json`` comes from its provenance.
         """
-        systems = []
+        groups: dict[tuple[str, str, str], list[tuple[str, SystemResult]]] = {}
         for i, path in enumerate(metric_files):
             m = read_json(path)
             rows = read_jsonl(Path(path).with_name("predictions.jsonl")) if predictions else None
             ds = datasets[i] if datasets else m.get("dataset", "")
-            systems.append(SystemResult(ds, m.get("model", ""), m["system"], m, rows))
-        joints = {}
+            r = SystemResult(ds, m.get("model", ""), m["system"], m, rows)
+            groups.setdefault((r.dataset, r.model, r.system), []).append((str(path), r))
+        systems = [g[0][1] if len(g) == 1 else merge_folds(g) for g in groups.values()]
+        joint_groups: dict[tuple[str, str], list[dict]] = {}
         for i, path in enumerate(joint_files):
             j = read_json(path)
             exp = j.get("provenance", {}).get("config", {}).get("exp") or Path(path).parents[1].name
-            joints[(joint_datasets[i] if joint_datasets else "", exp)] = j
+            joint_groups.setdefault((joint_datasets[i] if joint_datasets else "", exp), []).append(j)
+        joints = {k: g[0] if len(g) == 1 else merge_joints(g) for k, g in joint_groups.items()}
         systems.sort(key=lambda s: (s.dataset, s.model, system_order(s.system)))
         return cls(systems, joints)
 

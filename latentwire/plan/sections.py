@@ -33,10 +33,30 @@ SWEEP_AXES = {
 }
 
 
+def fold_datasets(name: str, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A dataset whose ``split`` sets ``folds: k`` and no ``fold`` stands for k datasets
+    ``{name}_f0`` … ``{name}_f{k-1}`` (article-level k-fold, fold i tested in the i-th): every rule
+    runs per fold, and the tables pool the folds under ``name`` (:func:`dataset_label`)."""
+    split = raw.get("split") or {}
+    folds = split.get("folds", 0)
+    if not isinstance(folds, int) or folds < 2 or "fold" in split:
+        return {name: raw}
+    return {f"{name}_f{i}": {**raw, "split": {**split, "fold": i}} for i in range(folds)}
+
+
+def dataset_label(name: str, ds: DatasetArgs) -> str:
+    """The name the tables report a dataset under: a k-fold dataset's base name, so that the folds'
+    rows pool into one row per system (each question tested once); else the dataset's own name."""
+    suffix = f"_f{ds.split.fold}"
+    return name.removesuffix(suffix) if ds.split.folds and name.endswith(suffix) else name
+
+
 def parse_datasets(config: dict[str, Any]) -> dict[str, DatasetArgs]:
-    """``datasets:`` → validated :class:`DatasetArgs`; each must produce the three splits."""
+    """``datasets:`` → validated :class:`DatasetArgs` (k-fold ones expanded, :func:`fold_datasets`);
+    each must produce the three splits."""
     datasets = {}
-    for name, raw in config["datasets"].items():
+    expanded = {n: r for name, raw in config["datasets"].items() for n, r in fold_datasets(name, raw).items()}
+    for name, raw in expanded.items():
         ds = from_dict(DatasetArgs, {"name": name, **raw}, where=f"datasets.{name}")
         produced = {s.assign_split for s in ds.sources if s.assign_split} | set(ds.split.fractions)
         if produced != set(SPLITS):

@@ -161,3 +161,20 @@ def test_paired_diff_clusters_by_id():
     assert iv.estimate == pytest.approx(0.5) and "clustered" in iv.method
     with pytest.raises(ValueError, match="no article label"):
         paired_diff_ci(a, b, args, clusters={"q1": "x"})
+
+
+def test_folds_of_one_dataset_pool_into_one_system_and_refuse_a_shared_question(tmp_path):
+    from result_files import write_system
+
+    from latentwire.analysis.results import ResultSet
+
+    a = write_system(tmp_path / "f0", "m", "text", 1.0, ids=["q0", "q1"], titles=["A", "A"])
+    b = write_system(tmp_path / "f1", "m", "text", 0.0, ids=["q2", "q3", "q4"], titles=["B", "B", "C"])
+    rs = ResultSet.load([a, b], ["squad", "squad"])
+    (s,) = rs.systems
+    assert s.metrics["n"] == 5 and s.metrics["folds"] == 2 and len(s.rows) == 5
+    assert s.metrics["f1"] == pytest.approx(2 / 5)  # the n-weighted mean: 2 of 5 questions right
+    assert s.clusters() == {"q0": "A", "q1": "A", "q2": "B", "q3": "B", "q4": "C"}
+    c = write_system(tmp_path / "f2", "m", "text", 0.5, ids=["q4"], titles=["C"])
+    with pytest.raises(ValueError, match="both hold question q4"):
+        ResultSet.load([a, b, c], ["squad"] * 3)
