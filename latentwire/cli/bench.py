@@ -87,6 +87,12 @@ def format_report(result: dict) -> str:
                 f" ms, prefill {e['prefill']['median_ms']:.1f} ms, decode {e['decode_per_token']['median_ms']:.2f}"
                 " ms/token"
             )
+    for b, per_model in result.get("eval_by_batch", {}).items():
+        for name, ev in per_model.items():
+            t, z = (ev[k]["prepare_plus_prefill"]["median_ms"] for k in ("text", "latent"))
+            lines.append(
+                f"e2e      {name:14s} B={b:>3s}: text {t:.1f} ms, latent {z:.1f} ms (encoder + adapter + prefill)"
+            )
     for k, v in result["ratios"].items():
         if not isinstance(v, dict):
             lines.append(f"ratio    {k} = {v:.2f}")

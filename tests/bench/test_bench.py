@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from latentwire.bench import BenchArgs, _ceiling_pass
+from latentwire.bench import BenchArgs
+from latentwire.bench.train import _ceiling_pass
 from latentwire.cli.bench import load_bench_args, merge
 from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict
@@ -30,6 +31,7 @@ TINY = {
     "answer_tokens": 5,
     "text_tokens": 100,
     "decode_tokens": 3,
+    "eval_batch_sizes": [1, 6],
     "warmup": 1,
     "iters": 2,
     "run": {
@@ -133,6 +135,11 @@ def test_bench_json_has_every_section(bench_run):
         for kind in ("text", "latent"):
             for part in ("prepare", "prefill", "prepare_plus_prefill", "decode_per_token"):
                 assert ev[kind][part]["median_ms"] > 0, (n, kind, part)
+    for b in ("1", "6"):  # end to end (prompt building with the encoder + prefill) at other batch sizes
+        for n in names:
+            e2e = result["eval_by_batch"][b][n]
+            assert e2e["latent"]["prepare_plus_prefill"]["samples_per_min"] > 0
+            assert e2e["latent"]["prompt_tokens"] == lay["latent_prompt_tokens"]
     ratios = result["ratios"]
     for key in ("step_over_ceiling", "text_over_latent_prefill", "text_over_latent_prefill_with_prepare"):
         assert math.isfinite(ratios[key]) and ratios[key] > 0, key
@@ -160,7 +167,7 @@ def test_ceiling_sends_gradients_to_the_leaf_only():
 def test_minimal_ceiling_gives_the_whole_rows_answer_loss():
     """The minimal ceiling's columns after the cached head compute what the whole row computes."""
     from latentwire.batching import Batch, pad_answers
-    from latentwire.bench import _golds, _scaffold_head
+    from latentwire.bench.layout import gold_ids, scaffold_head
     from latentwire.kv_prefix import with_prefix
     from latentwire.scaffold_cache import scaffold_prefix
     from latentwire.scoring import answer_logits
@@ -169,8 +176,8 @@ def test_minimal_ceiling_gives_the_whole_rows_answer_loss():
     tok = build_bench_tokenizer(run.prompt)
     lm = build_random_receiver("llama", "tiny", tok, CPU, torch.float32)
     examples = synthetic_examples(tok, run.prompt, True, n=2, text_tokens=100, answer_tokens=4)
-    head = _scaffold_head(lm, run, examples)
-    gold = pad_answers(_golds(lm, run, examples), CPU)
+    head = scaffold_head(lm, run, examples)
+    gold = pad_answers(gold_ids(lm, run, examples), CPU)
     B, A = gold.shape
     emb = lm.model.get_input_embeddings()
     rest = torch.randn(B, 9 + A, emb.weight.shape[1]) * 0.02  # 9 columns after the head, then answers
