@@ -13,12 +13,12 @@ FIGURES = "results/figures"
 
 
 def manifest(model: str) -> str:
-    """A materialized registry model's manifest (rule ``model``)."""
+    """A materialized registry model's manifest (rule ``materialize_model``)."""
     return f"resources/models/{model}/manifest.json"
 
 
 def split_file(dataset: str, split: str) -> str:
-    """One prepared split of a dataset (rule ``prepare_dataset``)."""
+    """One prepared split of a dataset (rule ``prepare_data``)."""
     return f"results/data/{dataset}/{split}.parquet"
 
 
