@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels, slot_attention_bias
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels, slot_attention_bias
 
 START, PAD = 256, 257  # symbols beyond the 256 byte values
 VOCAB = 258
 
 
 @ENCODERS.register("byte")
-class ByteEncoder(nn.Module):
+class ByteEncoder(EncoderDefaults, nn.Module):
     """Bytes + learned positions → TransformerEncoder → M queries cross-attend → gate → LayerNorm.
 
     Output z_m = LN(q_m + g_m · a_m), where a_m is slot m's attention read-out and g_m = σ(w·a_m + b)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -105,7 +106,28 @@ class EncoderArgs:
             raise ConfigError("encoder.pretrained: only the pooled-lm encoder has a pretraining stage")
 
 
-# name -> builder(args, n_slots, models) -> nn.Module with forward(texts: list[str]) -> (B, n_slots, d_z)
+@runtime_checkable
+class Encoder(Protocol):
+    """What the interlingua and the training loop read from an encoder, beside
+    ``forward(texts) -> Z`` (B, n_slots, d_z): every registered encoder has all four."""
+
+    reads_answers: bool  # training calls forward(texts, answers=...) for an auxiliary head
+    input_independent: bool  # Z is the same for every input (the static control): never "collapsed"
+    aux_loss: torch.Tensor | None  # the auxiliary loss of the last training forward, if any
+    last_stats: Mapping[str, float]  # that forward's diagnostics, logged beside the loss
+
+
+class EncoderDefaults:
+    """The :class:`Encoder` attributes of a plain encoder; one with an auxiliary head or a constant
+    Z overrides them."""
+
+    reads_answers: ClassVar[bool] = False
+    input_independent: ClassVar[bool] = False
+    aux_loss: torch.Tensor | None = None
+    last_stats: Mapping[str, float] = MappingProxyType({})
+
+
+# name -> builder(args, n_slots, models) -> an Encoder (nn.Module, forward(texts) -> (B, n_slots, d_z))
 ENCODERS: Registry = Registry("encoder")
 
 
@@ -118,7 +140,10 @@ def build_encoder(args: EncoderArgs, n_slots: int, models: SourceModels | None =
     args.validate()
     if n_slots < 1:
         raise ValueError(f"n_slots must be ≥ 1, got {n_slots}")
-    return ENCODERS.get(args.name)(args, n_slots, models or {})
+    encoder = ENCODERS.get(args.name)(args, n_slots, models or {})
+    if not isinstance(encoder, Encoder):
+        raise TypeError(f"encoder {args.name!r}: {type(encoder).__name__} lacks the Encoder attributes")
+    return encoder
 
 
 def source_model_name(args: EncoderArgs) -> str | None:

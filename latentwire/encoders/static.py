@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentwire.encoders.core import ENCODERS, EncoderArgs, SourceModels
+from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, SourceModels
 
 
 @ENCODERS.register("static")
-class StaticBank(nn.Module):
+class StaticBank(EncoderDefaults, nn.Module):
     """One learned bank (M, d_z), returned for every text: Z (B, M, d_z) float32."""
 
     # Identical outputs for every input are this control's nature, not a training failure: training

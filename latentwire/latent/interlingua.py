@@ -236,7 +236,7 @@ class Interlingua(nn.Module):
         such encoders ignore them outside training mode.
         """
         wire_frozen = self.encoder in self._frozen  # then Z is the evaluation Z, also in training
-        if answers is not None and getattr(self.encoder, "reads_answers", False) and not wire_frozen:
+        if answers is not None and self.encoder.reads_answers and not wire_frozen:
             return self.encoder(list(texts), answers=[list(a) for a in answers])
         if self._memo is None or (self.training and not wire_frozen):
             return self.encoder(list(texts))
@@ -254,11 +254,11 @@ class Interlingua(nn.Module):
 
     def encoder_aux_loss(self) -> torch.Tensor | None:
         """The encoder's auxiliary loss from its last training forward (None if it has none)."""
-        return getattr(self.encoder, "aux_loss", None)
+        return self.encoder.aux_loss
 
     def encoder_aux_record(self, aux: torch.Tensor) -> dict[str, float]:
         """Log entries of that auxiliary loss: its value and the encoder's own diagnostics."""
-        return {"aux_loss": float(aux.detach()), **getattr(self.encoder, "last_stats", {})}
+        return {"aux_loss": float(aux.detach()), **self.encoder.last_stats}
 
     def adapter(self, name: str) -> nn.Module:
         """Receiver ``name``'s adapter (shallow head)."""

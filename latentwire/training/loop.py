@@ -123,7 +123,7 @@ def train(
         teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     unit = resume(state_path, key, il, opt, sched, continues_schedule(t))
-    static_z = getattr(il.encoder, "input_independent", False)  # a soft-prompt control: never "collapsed"
+    static_z = il.encoder.input_independent  # a soft-prompt control: never "collapsed"
     b_lms = [lm for lm in lms if not t.stage_b_models or lm.spec.name in t.stage_b_models]
     step, best, stopped = unit["step"], unit["best"], unit["stopped"]
     records, best_weights = unit["records"], unit["best_weights"]

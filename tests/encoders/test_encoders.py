@@ -124,3 +124,28 @@ def test_args_are_validated_strictly():
     for bad in [{"max_enc_tokens": 600}, {"d_z": 30, "n_heads": 4}, {"nmae": "stq"}, {"name": "x"}]:
         with pytest.raises(ConfigError):
             from_dict(EncoderArgs, bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_encoder_meets_the_encoder_protocol(name, minilm):
+    from latentwire.encoders.core import Encoder
+
+    enc = build(name)
+    assert isinstance(enc, Encoder)  # build_encoder refuses one that does not
+    assert (enc.reads_answers, enc.input_independent, enc.aux_loss, dict(enc.last_stats)) == (
+        False,
+        False,
+        None,
+        {},
+    )
+
+
+def test_build_encoder_refuses_a_module_without_the_encoder_attributes():
+    from torch import nn
+
+    ENCODERS.register("bare-test")(lambda args, n_slots, models: nn.Linear(2, 2))
+    try:
+        with pytest.raises(TypeError, match="'bare-test': Linear lacks the Encoder attributes"):
+            build_encoder(EncoderArgs(name="bare-test", d_z=D_Z), M)
+    finally:
+        ENCODERS._items.pop("bare-test")
