@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # kv_prefix builds on this module
+    from latentwire.kv_prefix import KVPrefix
 
 
 @dataclass
@@ -28,10 +32,18 @@ class Batch:
     answer_ids: torch.Tensor | None  # (B, A) long, -100 on padding; None when there are no answers
 
 
-#: A prompt maker: (examples as model views) -> (prompt embeddings (T_i, d), facts per example), or
-#: the same plus a per-layer K/V prefix for the batch (:class:`~latentwire.kv_prefix.KVPrefix`).
-#: Text baselines and latent prompts differ only here; evaluation runs any of them the same way.
-PromptMaker = Callable[[list[dict]], tuple]
+@dataclass
+class Prompts:
+    """One batch from a prompt maker: what each row's prompt is, and what it reports."""
+
+    embeds: list[torch.Tensor]  # per example (T_i, d): the columns the receiver computes
+    facts: list[dict]  # per example: positions attended, content positions, payload bytes, ...
+    prefix: KVPrefix | None = None  # K/V every row reads first: the cached scaffold head, a deep prefix
+
+
+#: A prompt maker: examples as model views -> :class:`Prompts`. Text baselines and latent prompts
+#: differ only here; evaluation runs any of them the same way.
+PromptMaker = Callable[[list[dict]], Prompts]
 
 
 def embed_ids(model: torch.nn.Module, ids: list[int], device: torch.device) -> torch.Tensor:

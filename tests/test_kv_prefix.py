@@ -187,7 +187,8 @@ def test_shallow_off_leaves_the_content_slot_empty(fresh_lm):
     il = build_interlingua(run.latent, [fresh_lm], CPU).eval()
     views = [model_view(e) for e in EXAMPLES]
     maker = latent_prompt_maker(fresh_lm, il, run.prompt)
-    prompts, facts, prefix = maker(views)
+    made = maker(views)
+    prompts, facts, prefix = made.embeds, made.facts, made.prefix
     assert prefix.length == run.latent.read_slots()
     assert facts[0]["content_positions"] == run.latent.read_slots()
     assert facts[0]["prompt_tokens"] == prompts[0].shape[0] + prefix.length
@@ -249,7 +250,8 @@ def test_save_load_round_trip_reproduces_outputs_exactly(fresh_lm, tiny_lm, tmp_
     with torch.no_grad():
         outs = []
         for lm, m in ((fresh_lm, il), (other, rebuilt)):
-            prompts, _, prefix = latent_prompt_maker(lm, m, run.prompt)(views)
+            made = latent_prompt_maker(lm, m, run.prompt)(views)
+            prompts, prefix = made.embeds, made.prefix
             b, kw = with_prefix(lm.model, collate(lm.model, prompts, [[1, 2]] * 3), prefix)
             outs.append(answer_logits(lm.model, b, **kw))
     assert torch.equal(outs[0], outs[1])
@@ -259,7 +261,8 @@ def test_save_load_round_trip_reproduces_outputs_exactly(fresh_lm, tiny_lm, tmp_
 
 
 def _answer_logits(lm, il, run, views, answers):
-    prompts, _, prefix = latent_prompt_maker(lm, il, run.prompt)(views)
+    made = latent_prompt_maker(lm, il, run.prompt)(views)
+    prompts, prefix = made.embeds, made.prefix
     b, kw = with_prefix(lm.model, collate(lm.model, prompts, answers), prefix)
     return answer_logits(lm.model, b, **kw)
 

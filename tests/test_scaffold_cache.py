@@ -94,8 +94,10 @@ def test_text_baselines_read_the_cached_head_and_keep_their_facts(tiny_lm):
     ]
     maker = text_prompt_maker(tiny_lm, PromptArgs(), "budget-4")
     with scaffold_cache_off():
-        whole, facts_whole, none = maker(views)
-    rest, facts, prefix = maker(views)
+        made = maker(views)
+        whole, facts_whole, none = made.embeds, made.facts, made.prefix
+    made = maker(views)
+    rest, facts, prefix = made.embeds, made.facts, made.prefix
     assert none is None and prefix is not None and facts == facts_whole
     for w, r in zip(whole, rest):
         assert torch.equal(w[prefix.length :], r)
@@ -132,9 +134,11 @@ def test_packaged_models_score_the_same_with_the_cached_scaffold(name):
         for off in (True, False):
             if off:
                 with scaffold_cache_off():
-                    prompts, _, prefix = maker(views)
+                    made = maker(views)
+                    prompts, prefix = made.embeds, made.prefix
             else:
-                prompts, _, prefix = maker(views)
+                made = maker(views)
+                prompts, prefix = made.embeds, made.prefix
             batch, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
             out.append((answer_logits(lm.model, batch, **kw), batch.answer_ids, prefix))
     (whole, ids, none), (cached, _, prefix) = out

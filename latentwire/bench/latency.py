@@ -45,8 +45,9 @@ def measure_eval(
         for i in range(args.warmup + args.iters):
             sync(device)
             t0 = time.perf_counter()
-            prompts, _, prefix = make(views)  # prefix: the cached scaffold head (and a deep prefix)
-            batch, kw = with_prefix(lm.model, collate(lm.model, prompts), prefix)
+            made = make(views)  # made.prefix: the cached scaffold head (and a deep prefix)
+            prefix = made.prefix
+            batch, kw = with_prefix(lm.model, collate(lm.model, made.embeds), prefix)
             sync(device)
             t1 = time.perf_counter()
             gen = generate_and_score(lm.model, batch, args.decode_tokens, NO_EOS, **kw)

@@ -17,12 +17,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import torch
-
-from latentwire.batching import PromptMaker, embed_ids
+from latentwire.batching import PromptMaker, Prompts, embed_ids
 from latentwire.evaluation.comparators import COMPARATORS, Content, content_offsets, packed_id_bytes
 from latentwire.evaluation.evaluate import EvalArgs
-from latentwire.kv_prefix import KVPrefix
 from latentwire.models import LoadedModel
 from latentwire.prompt import PromptArgs, PromptIds, build_prompt, content_text, prompt_for
 from latentwire.scaffold_cache import scaffold_prefix, shared_scaffold
@@ -78,7 +75,7 @@ def text_prompt_maker(
     selector = COMPARATORS.get(kind) if kind in COMPARATORS else None
     vocab = len(tok)
 
-    def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict], KVPrefix | None]:
+    def make(views: list[dict]) -> Prompts:
         rows, heads, facts = [], [], []
         for v in views:
             full = build_prompt(v, tok, prompt_args, chat, "text")
@@ -111,7 +108,7 @@ def text_prompt_maker(
         prefix = scaffold_prefix(lm.model, shared, len(rows)) if shared else None
         cut = len(shared) if prefix is not None else 0
         embeds = [embed_ids(lm.model, ids[cut:], lm.device) for ids in rows]  # (T_i - cut, d)
-        return embeds, facts, prefix
+        return Prompts(embeds, facts, prefix)
 
     def _selected(view: dict, full: PromptIds, selector) -> list[int]:
         text, key = content_text(view, prompt_args), content_text(view, run_args)

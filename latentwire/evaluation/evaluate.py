@@ -96,7 +96,7 @@ def evaluate(
     for start in tqdm(range(0, len(examples), args.batch_size), desc=desc, mininterval=10):
         chunk = list(examples[start : start + args.batch_size])
         made = make_prompts([model_view(e) for e in chunk])
-        prompts, facts, prefix = made if len(made) == 3 else (*made, None)
+        prompts, facts, prefix = made.embeds, made.facts, made.prefix
         golds = [answer_ids(e["answers"][0], tok, prompt_args, chat, eos) for e in chunk]
         gold = pad_answers(golds, lm.device)  # (B, A)
         via_cache = scoring["method"] == "prefill-cache"

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from latentwire.batching import PromptMaker, collate, embed_ids
+from latentwire.batching import PromptMaker, Prompts, collate, embed_ids
 from latentwire.kv_prefix import KVPrefix, from_cache, with_prefix
 from latentwire.latent.interlingua import Interlingua
 from latentwire.models import LoadedModel
@@ -133,7 +133,7 @@ def latent_prompt_maker(
     ``z_transform`` (e.g. a quantize/dequantize round trip) is applied to Z. Control ``shuffled``
     encodes each example's donor (``donors``, from :func:`donor_map`) instead of the example;
     ``zero`` sends Z = 0. Facts record positions and payload bytes (fp16 Z on the wire). Returns
-    (prompts, facts, deep prefix or None) per batch.
+    a :class:`~latentwire.batching.Prompts` per batch.
 
     The encoder reads the content text of the run's ``prompt_args`` (one Z for all receivers, as in
     training); the scaffold and facts use ``lm``'s own prompt (:func:`~latentwire.prompt.prompt_for`).
@@ -144,7 +144,7 @@ def latent_prompt_maker(
     if control == "shuffled" and not donors:
         raise ValueError("the shuffled control needs donors (see donor_map)")
 
-    def make(views: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
+    def make(views: list[dict]) -> Prompts:
         sources = [donors[(v["question"], v["context"])] for v in views] if control == "shuffled" else views
         texts = [content_text(v, prompt_args) for v in sources]
         z = interlingua.encode(texts)  # (B, M, d_z)
@@ -171,6 +171,6 @@ def latent_prompt_maker(
                     "text_bytes": len(full.content_text.encode("utf-8")),
                 }
             )
-        return prompts, facts, prefix
+        return Prompts(prompts, facts, prefix)
 
     return make

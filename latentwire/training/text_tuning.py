@@ -104,8 +104,9 @@ def tuned_step(lm: LoadedModel, args: TunedArgs, maker, batch: list[dict]) -> tu
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
     with torch.no_grad():
-        embeds, _, prefix = maker([model_view(e) for e in batch])  # [(T_i, d)]: frozen embeddings, no grad
-    if prefix is not None:  # scaffold_cache never caches for a receiver with LoRA tensors
+        made = maker([model_view(e) for e in batch])  # [(T_i, d)]: frozen embeddings, no grad
+    embeds = made.embeds
+    if made.prefix is not None:  # scaffold_cache never caches for a receiver with LoRA tensors
         raise RuntimeError("a tuned text ceiling must not read a cached scaffold")
     own = prompt_for(lm.spec, args.prompt)  # the receiver's prompt (registry override)
     golds = [answer_ids(e["answers"][0], tok, own, chat, eos) for e in batch]

@@ -52,7 +52,8 @@ def test_parse_baseline_rejects_other_names(name):
 
 
 def _facts(lm, name: str, args: PromptArgs | None = None):
-    embeds, facts, _ = text_prompt_maker(lm, args or PromptArgs(), name)([VIEW])
+    made = text_prompt_maker(lm, args or PromptArgs(), name)([VIEW])
+    embeds, facts = made.embeds, made.facts
     return embeds[0], facts[0]
 
 

@@ -101,7 +101,8 @@ def test_comparator_prompts_keep_m_positions_between_the_scaffold(tiny_lm, kind)
     args, M = PromptArgs(), 12
     full = build_prompt(VIEW, tiny_lm.tokenizer, args, tiny_lm.uses_chat_template)
     gold = {content_text(VIEW, args): [ANSWER]}
-    embeds, facts, _ = text_prompt_maker(tiny_lm, args, f"{kind}-{M}", gold=gold)([VIEW])
+    made = text_prompt_maker(tiny_lm, args, f"{kind}-{M}", gold=gold)([VIEW])
+    embeds, facts = made.embeds, made.facts
     assert facts[0]["content_positions"] == M
     assert facts[0]["prompt_tokens"] == len(full.prefix) + M + len(full.suffix)
     assert facts[0]["payload_id_bytes"] == packed_id_bytes(M, len(tiny_lm.tokenizer))
@@ -129,7 +130,7 @@ def test_select_text_same_tokenizer_uses_the_kept_ids(tiny_lm):
     # another receiver: re-tokenized from the text spans and cut to M positions
     other = select_text_ids(rec, tiny_lm.tokenizer, 5, same_tokenizer=False)
     assert len(other) <= 5
-    embeds, facts, _ = text_prompt_maker(tiny_lm, PromptArgs(), "select-text-48", windows={text: rec})([VIEW])
+    facts = text_prompt_maker(tiny_lm, PromptArgs(), "select-text-48", windows={text: rec})([VIEW]).facts
     assert facts[0]["content_positions"] == len(kept)
 
 

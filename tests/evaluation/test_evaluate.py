@@ -107,7 +107,8 @@ def test_evaluate_rows_match_direct_scoring(tiny_lm):
     gold = answer_ids(ex["answers"][0], tiny_lm.tokenizer, args, tiny_lm.uses_chat_template, eos)
     assert gold[-1] == eos  # answers are supervised up to and including the end token
     with scaffold_cache_off():
-        prompts, _, prefix = maker([model_view(ex)])
+        made = maker([model_view(ex)])
+        prompts, prefix = made.embeds, made.prefix
     assert prefix is None
     batch = collate(tiny_lm.model, prompts, [gold])
     logits = answer_logits(tiny_lm.model, batch)

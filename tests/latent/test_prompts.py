@@ -88,7 +88,8 @@ def test_latent_prompt_is_prefix_soft_tokens_suffix(tiny_lm, il, args):
 
 @torch.no_grad()
 def test_prompt_maker_uses_the_examples_own_z_and_reports_facts(tiny_lm, il):
-    prompts, facts, prefix = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    made = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    prompts, facts, prefix = made.embeds, made.facts, made.prefix
     assert prefix is None  # shallow head only
     soft = il.soft_tokens(il.encode(_texts(VIEWS, QC)), tiny_lm.spec.name)
     total = il.args.total_slots(1)
@@ -108,7 +109,7 @@ def test_prompt_maker_uses_the_examples_own_z_and_reports_facts(tiny_lm, il):
 @torch.no_grad()
 def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
     donors = donor_map(VIEWS)
-    prompts, _, _ = latent_prompt_maker(tiny_lm, il, args, "shuffled", donors=donors)(VIEWS)
+    prompts = latent_prompt_maker(tiny_lm, il, args, "shuffled", donors=donors)(VIEWS).embeds
     name = tiny_lm.spec.name
     texts = _texts(VIEWS, args)
     donor_z = il.encode(texts[1:] + texts[:1])  # example i reads example i+1's Z
@@ -118,7 +119,7 @@ def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
         assert torch.equal(got, il.soft_tokens(donor_z, name)[i])
         assert not torch.allclose(got, il.soft_tokens(own_z, name)[i], atol=1e-3)
     # the scaffold stays the example's own (only Z is swapped)
-    own, _, _ = latent_prompt_maker(tiny_lm, il, args)(VIEWS)
+    own = latent_prompt_maker(tiny_lm, il, args)(VIEWS).embeds
     for i, v in enumerate(VIEWS):
         pre = len(build_prompt(v, tiny_lm.tokenizer, args, tiny_lm.uses_chat_template, "latent").prefix)
         S = il.args.read_slots()
@@ -131,7 +132,7 @@ def test_shuffled_control_encodes_the_next_example(tiny_lm, il, args):
 def test_shuffled_donors_come_from_the_whole_list_and_wrap_around(tiny_lm, il):
     make = latent_prompt_maker(tiny_lm, il, QC, "shuffled", donors=donor_map(VIEWS))
     texts = _texts(VIEWS, QC)
-    last, _, _ = make(VIEWS[2:])  # a batch holding only the last example still gets example 0's Z
+    last = make(VIEWS[2:]).embeds  # a batch holding only the last example still gets example 0's Z
     want = il.soft_tokens(il.encode(texts[:1]), tiny_lm.spec.name)[0]
     assert torch.equal(_soft_part(tiny_lm, QC, VIEWS[2], last[0], il), want)
     with pytest.raises(ValueError, match="donors"):
@@ -147,14 +148,14 @@ def test_donor_map_is_the_next_example_cyclically():
 
 @torch.no_grad()
 def test_zero_control_sends_z_zero(tiny_lm, il):
-    prompts, _, _ = latent_prompt_maker(tiny_lm, il, QC, "zero")(VIEWS)
+    prompts = latent_prompt_maker(tiny_lm, il, QC, "zero")(VIEWS).embeds
     M, d_z = il.args.total_slots(1), il.args.encoder.d_z
     zero_soft = il.soft_tokens(torch.zeros(len(VIEWS), M, d_z), tiny_lm.spec.name)
     parts = [_soft_part(tiny_lm, QC, v, prompts[i], il) for i, v in enumerate(VIEWS)]
     for i in range(len(VIEWS)):
         assert torch.equal(parts[i], zero_soft[i])
     assert torch.equal(parts[0], parts[1])  # no trace of the content is left
-    own, _, _ = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    own = latent_prompt_maker(tiny_lm, il, QC)(VIEWS).embeds
     assert not torch.allclose(parts[0], _soft_part(tiny_lm, QC, VIEWS[0], own[0], il), atol=1e-3)
 
 
@@ -166,7 +167,7 @@ def test_z_transform_is_applied_before_the_adapter(tiny_lm, il):
         calls.append(z.shape)
         return roundtrip(z, "int8")
 
-    prompts, _, _ = latent_prompt_maker(tiny_lm, il, QC, z_transform=int8)(VIEWS)
+    prompts = latent_prompt_maker(tiny_lm, il, QC, z_transform=int8)(VIEWS).embeds
     assert calls == [(len(VIEWS), il.args.total_slots(1), il.args.encoder.d_z)]
     want = il.soft_tokens(roundtrip(il.encode(_texts(VIEWS, QC)), "int8"), tiny_lm.spec.name)
     for i, v in enumerate(VIEWS):
@@ -176,8 +177,10 @@ def test_z_transform_is_applied_before_the_adapter(tiny_lm, il):
 @torch.no_grad()
 def test_cached_scaffold_moves_only_the_prompt_head_into_the_prefix(tiny_lm, il):
     with scaffold_cache_off():
-        whole, facts_whole, none = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
-    rest, facts, prefix = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+        made = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+        whole, facts_whole, none = made.embeds, made.facts, made.prefix
+    made = latent_prompt_maker(tiny_lm, il, QC)(VIEWS)
+    rest, facts, prefix = made.embeds, made.facts, made.prefix
     head = build_prompt(VIEWS[0], tiny_lm.tokenizer, QC, tiny_lm.uses_chat_template, "latent").prefix
     assert none is None and prefix is not None and prefix.length == len(head)
     assert prefix.keys[0].shape[0] == len(VIEWS)
@@ -188,5 +191,5 @@ def test_cached_scaffold_moves_only_the_prompt_head_into_the_prefix(tiny_lm, il)
 
 @torch.no_grad()
 def test_no_cache_when_the_question_is_part_of_the_scaffold(tiny_lm, il):
-    _, _, prefix = latent_prompt_maker(tiny_lm, il, CTX)(VIEWS)
+    prefix = latent_prompt_maker(tiny_lm, il, CTX)(VIEWS).prefix
     assert prefix is None
