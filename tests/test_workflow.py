@@ -247,14 +247,34 @@ def test_sweep_experiments_join_the_plan(tmp_path):
     cfg["latent"]["sweep"] = {"n_shared": [2, 4], "seed": [0, 1]}
     plan = WorkflowPlan.from_config(cfg)
     assert {e for e in plan.experiments if e.startswith("sweep-")} == {
-        "sweep-m_2-s_0",
-        "sweep-m_2-s_1",
-        "sweep-m_4-s_0",
-        "sweep-m_4-s_1",
+        "sweep-shared_2-s_0",
+        "sweep-shared_2-s_1",
+        "sweep-shared_4-s_0",
+        "sweep-shared_4-s_1",
     }
-    assert plan.experiments["sweep-m_4-s_1"].train.seed == 1
-    assert plan.experiments["sweep-m_4-s_1"].latent.n_shared == 4
-    assert plan.experiments["sweep-m_2-s_0"].train.steps == plan.experiments["meanpool"].train.steps
+    assert plan.experiments["sweep-shared_4-s_1"].train.seed == 1
+    assert plan.experiments["sweep-shared_4-s_1"].latent.n_shared == 4
+    assert plan.experiments["sweep-shared_2-s_0"].train.steps == plan.experiments["meanpool"].train.steps
+
+
+def test_sweep_over_m_sets_the_slots_each_receiver_reads_and_schedules_budget_m(tmp_path):
+    """M is what a receiver reads (n_shared + n_private): the sweep sets n_shared = M − n_private
+    and the plan adds budget-M beside each experiment; an M not above n_private fails at parse time."""
+    from latentwire.config import ConfigError
+    from latentwire.workflow import WorkflowPlan
+
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg["registry"] = str(REPO / ".test" / "config" / "models.yaml")
+    n_private = WorkflowPlan.from_config(cfg).experiments["meanpool"].latent.n_private
+    cfg["latent"]["sweep"] = {"M": [n_private + 3, n_private + 5]}
+    plan = WorkflowPlan.from_config(cfg)
+    for m in (n_private + 3, n_private + 5):
+        run = plan.experiments[f"sweep-M_{m}"]
+        assert run.latent.read_slots() == m and run.latent.n_shared == m - n_private
+        assert f"budget-{m}" in plan.baselines
+    cfg["latent"]["sweep"] = {"M": [n_private]}
+    with pytest.raises(ConfigError, match="latent.sweep.M"):
+        WorkflowPlan.from_config(cfg)
 
 
 def test_latent_drop_removes_experiments_an_overlay_does_not_want():
@@ -267,10 +287,10 @@ def test_latent_drop_removes_experiments_an_overlay_does_not_want():
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["registry"] = str(REPO / ".test" / "config" / "models.yaml")
     cfg["latent"]["sweep"] = {"n_shared": [2, 4]}
-    cfg["latent"]["drop"] = ["sweep-m_2", "meanpool"]
+    cfg["latent"]["drop"] = ["sweep-shared_2", "meanpool"]
     plan = WorkflowPlan.from_config(cfg)
-    assert "sweep-m_4" in plan.experiments
-    assert not {"sweep-m_2", "meanpool"} & set(plan.experiments)
+    assert "sweep-shared_4" in plan.experiments
+    assert not {"sweep-shared_2", "meanpool"} & set(plan.experiments)
     cfg["latent"]["drop"] = ["nope"]
     with pytest.raises(ConfigError, match=r"latent.drop: \['nope'\] are not experiments"):
         WorkflowPlan.from_config(cfg)

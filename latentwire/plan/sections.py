@@ -24,10 +24,14 @@ from latentwire.training.teacher import TeacherArgs
 
 SPLITS = ("test", "train", "validation")
 
-#: sweep axis -> (short name for experiment ids, path of the LatentRunArgs field it sets)
+#: sweep axis -> (short name for experiment ids, path of the LatentRunArgs field it sets). ``M`` is
+#: the slots each receiver reads (n_shared + n_private, what budget-M matches): it sets n_shared to
+#: M − n_private once the experiment's n_private is known (READ_SLOTS marks it until then).
+READ_SLOTS = "_read_slots"
 SWEEP_AXES = {
     "encoder": ("enc", ("latent", "encoder", "name")),
-    "n_shared": ("m", ("latent", "n_shared")),
+    "M": ("M", (READ_SLOTS,)),
+    "n_shared": ("shared", ("latent", "n_shared")),
     "d_z": ("dz", ("latent", "encoder", "d_z")),
     "seed": ("s", ("train", "seed")),
 }
@@ -92,13 +96,22 @@ def parse_experiments(config: dict[str, Any], registry: dict[str, ModelSpec]) ->
         raise ConfigError(f"latent.drop: {unknown} are not experiments (have {sorted(named)})")
     named = {exp: o for exp, o in named.items() if exp not in dropped}
     for exp, overrides in named.items():
+        overrides = dict(overrides or {})
+        read_slots = overrides.pop(READ_SLOTS, None)
         merged = merge_configs(
             merge_configs(
                 lat.get("defaults") or {},
                 {"prompt": config.get("prompt") or {}, "eval": config.get("eval") or {}},
             ),
-            overrides or {},
+            overrides,
         )
+        if read_slots is not None:  # the M axis: n_shared from the experiment's own n_private
+            n_private = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}").latent.n_private
+            if not isinstance(read_slots, int) or read_slots <= n_private:
+                raise ConfigError(
+                    f"latent.sweep.M: {read_slots!r} must be an integer above n_private = {n_private} ({exp})"
+                )
+            merged = merge_configs(merged, {"latent": {"n_shared": read_slots - n_private}})
         experiments[exp] = from_dict(LatentRunArgs, merged, where=f"latent.experiments.{exp}")
         stage_b = experiments[exp].train.stage_b_models
         if set(stage_b) - set(config["models"]):
@@ -161,8 +174,8 @@ def check_kd(exp: str, run: LatentRunArgs, teacher: TeacherArgs, prompt: PromptA
 def expand_sweep(sweep: dict) -> dict[str, dict]:
     """Cartesian product of list-valued sweep axes -> named experiment overrides.
 
-    ``{"encoder": ["meanpool", "stq"], "n_shared": [16, 40], "seed": [0, 1]}`` gives 8 experiments
-    named like ``sweep-enc_meanpool-m_16-s_0``; each only overrides its own fields, so adding a value
+    ``{"encoder": ["meanpool", "stq"], "M": [16, 48], "seed": [0, 1]}`` gives 8 experiments named
+    like ``sweep-enc_meanpool-M_16-s_0`` (M: the slots each receiver reads); each only overrides its own fields, so adding a value
     to one axis adds jobs without touching the existing ones.
     """
     unknown = sorted(set(sweep) - set(SWEEP_AXES) - {"head"})

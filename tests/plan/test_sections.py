@@ -8,12 +8,12 @@ from latentwire.plan.sections import expand_sweep
 def test_sweep_expands_into_named_experiments():
     exps = expand_sweep({"encoder": ["meanpool", "stq"], "n_shared": [16, 40], "seed": 1})
     assert sorted(exps) == [
-        "sweep-enc_meanpool-m_16-s_1",
-        "sweep-enc_meanpool-m_40-s_1",
-        "sweep-enc_stq-m_16-s_1",
-        "sweep-enc_stq-m_40-s_1",
+        "sweep-enc_meanpool-shared_16-s_1",
+        "sweep-enc_meanpool-shared_40-s_1",
+        "sweep-enc_stq-shared_16-s_1",
+        "sweep-enc_stq-shared_40-s_1",
     ]
-    assert exps["sweep-enc_stq-m_40-s_1"] == {
+    assert exps["sweep-enc_stq-shared_40-s_1"] == {
         "latent": {"encoder": {"name": "stq"}, "n_shared": 40},
         "train": {"seed": 1},
     }
