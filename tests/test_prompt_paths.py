@@ -45,6 +45,7 @@ from latentwire.latent.build import build_interlingua
 from latentwire.latent.prompts import latent_inputs, latent_prompt_maker
 from latentwire.models import load_model, materialize
 from latentwire.prompt import PromptArgs, attach_shots, build_prompt, content_text, prompt_for
+from latentwire.scaffold_cache import scaffold_cache_off
 from latentwire.training.args import LatentRunArgs, TrainArgs
 from latentwire.training.step import train_step
 from latentwire.training.teacher import TeacherArgs, compute_teacher_topk
@@ -58,6 +59,13 @@ BASE_PROMPT = {
 }
 CITIES = [("Paris", "France"), ("Rome", "Italy"), ("Berlin", "Germany"), ("Madrid", "Spain")]
 CITIES += [("Lisbon", "Portugal"), ("Vienna", "Austria"), ("Oslo", "Norway"), ("Dublin", "Ireland")]
+
+
+@pytest.fixture(autouse=True)
+def whole_prompts():
+    """These tests compare whole prompts id by id: the scaffold cache stays off (test_scaffold_cache)."""
+    with scaffold_cache_off():
+        yield
 
 
 SHORT = "{city} is the capital of {country}."
@@ -139,7 +147,7 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
     il = build_interlingua(run.latent, [lm], CPU)
     with torch.no_grad():
         # text baseline: the embeddings the model reads are those of the direct ids
-        embeds, _ = text_prompt_maker(lm, run.prompt, "text")(views)
+        embeds = text_prompt_maker(lm, run.prompt, "text")(views).embeds
         for v, e in zip(views, embeds):
             assert torch.equal(e, embed_ids(lm.model, text_ids[v["question"]], CPU))
         rows, _ = evaluate(lm, examples, text_prompt_maker(lm, run.prompt, "text"), run.prompt, ev)
@@ -158,7 +166,7 @@ def test_registry_prompt_reaches_every_path_with_identical_ids(base, calls):
         # text-tuned ceiling's loss
         gold = {content_text(v, run.prompt): e["answers"] for v, e in zip(views, examples)}
         for name in ("lexical-4", "tail-4", "selfinfo-4", "oracle-4"):
-            embeds, _ = text_prompt_maker(lm, run.prompt, name, gold=gold)(views)
+            embeds = text_prompt_maker(lm, run.prompt, name, gold=gold)(views).embeds
             for v, e in zip(views, embeds):  # scaffold of the model's own prompt around 4 kept ids
                 s = scaffold[v["question"]]
                 assert torch.equal(e[: len(s.prefix)], embed_ids(lm.model, s.prefix, CPU))
@@ -364,8 +372,9 @@ def test_comparators_and_select_windows_use_the_models_prompt(base, calls, monke
     monkeypatch.setattr(comparators_mod, "content_surprisal", spy)
     windows = load_windows([files["test"]])
     with torch.no_grad():
-        selfinfo, _ = text_prompt_maker(lm, run.prompt, "selfinfo-4")(views)
-        select, facts = text_prompt_maker(lm, run.prompt, "select-text-4", windows)(views)
+        selfinfo = text_prompt_maker(lm, run.prompt, "selfinfo-4")(views).embeds
+        made = text_prompt_maker(lm, run.prompt, "select-text-4", windows)(views)
+        select, facts = made.embeds, made.facts
     for v, e_self, e_sel, (prefix, content) in zip(views, selfinfo, select, surprisal):
         full = build_prompt(v, tok, own, False, "text")
         assert (prefix, content) == (full.prefix, full.content)  # the model's own scaffold and content
