@@ -5,13 +5,13 @@
 rule baseline:
     input:
         registry=config["registry"],
-        manifest="resources/models/{model}/manifest.json",
-        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
+        manifest=paths.MANIFEST,
+        data=paths.partial(paths.SPLIT, split=PLAN.eval_split),
         windows=baseline_windows,
-        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
+        train=paths.partial(paths.SPLIT, split="train"),  # k-shot examples (prompt.shots) only
     output:
-        predictions="results/baselines/{dataset}/{model}/{baseline}/predictions.jsonl",
-        metrics="results/baselines/{dataset}/{model}/{baseline}/metrics.json",
+        predictions=paths.inside(paths.BASELINE, "predictions.jsonl"),
+        metrics=paths.inside(paths.BASELINE, "metrics.json"),
     log:
         "logs/baselines/{dataset}/{model}/{baseline}.log",
     benchmark:

@@ -3,6 +3,7 @@ import re
 
 from snakemake.utils import validate
 
+from latentwire.plan import paths
 from latentwire.workflow import WorkflowPlan
 
 validate(config, schema="../schemas/config.schema.yaml")

@@ -13,9 +13,9 @@ rule select_windows:
     input:
         unpack(select_windows_inputs),
         registry=config["registry"],
-        data="results/data/{dataset}/{split}.parquet",
+        data=paths.SPLIT,
     output:
-        windows="results/comparators/{dataset}/{exp}/windows/{split}.jsonl",
+        windows=paths.WINDOWS,
     params:
         cfg=latent_json,
         n_models=len(PLAN.models),
@@ -38,14 +38,14 @@ rule select_windows:
 rule tune_text:
     input:
         registry=config["registry"],
-        manifest="resources/models/{model}/manifest.json",
-        train="results/data/{dataset}/train.parquet",
-        validation="results/data/{dataset}/validation.parquet",
+        manifest=paths.MANIFEST,
+        train=paths.partial(paths.SPLIT, split="train"),
+        validation=paths.partial(paths.SPLIT, split="validation"),
         windows=tuned_train_windows,
     output:
-        checkpoint="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/best.safetensors",
-        summary="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/train_summary.json",
-        log_jsonl="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/train_log.jsonl",
+        checkpoint=paths.inside(paths.TUNED, paths.CHECKPOINT),
+        summary=paths.inside(paths.TUNED, paths.TRAIN_SUMMARY),
+        log_jsonl=paths.inside(paths.TUNED, paths.TRAIN_LOG),
     params:
         cfg=tuned_json,
         out_dir=tuned_train_dir,
@@ -70,14 +70,14 @@ rule tune_text:
 rule eval_tuned:
     input:
         registry=config["registry"],
-        manifest="resources/models/{model}/manifest.json",
-        checkpoint="results/tuned/{dataset}/{model}/{tuned}-s{seed}/train/best.safetensors",
-        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
-        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
+        manifest=paths.MANIFEST,
+        checkpoint=paths.inside(paths.TUNED, paths.CHECKPOINT),
+        data=paths.partial(paths.SPLIT, split=PLAN.eval_split),
+        train=paths.partial(paths.SPLIT, split="train"),  # k-shot examples (prompt.shots) only
         windows=tuned_eval_windows,
     output:
-        predictions="results/tuned/{dataset}/{model}/{tuned}-s{seed}/eval/predictions.jsonl",
-        metrics="results/tuned/{dataset}/{model}/{tuned}-s{seed}/eval/metrics.json",
+        predictions=paths.inside(paths.TUNED, "eval/predictions.jsonl"),
+        metrics=paths.inside(paths.TUNED, "eval/metrics.json"),
     params:
         cfg=tuned_json,
     log:

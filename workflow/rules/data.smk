@@ -5,7 +5,7 @@ rule prepare_data:
     input:
         sources=dataset_inputs,
     output:
-        splits=expand("results/data/{{dataset}}/{split}.parquet", split=PLAN.splits),
+        splits=expand(paths.partial(paths.SPLIT, dataset="{{dataset}}"), split=PLAN.splits),
     log:
         "logs/data/{dataset}.log",
     conda:

@@ -9,14 +9,14 @@ rule add_receiver:
         unpack(extension_inputs),
         registry=config["registry"],
         manifests=PLAN.manifests(),
-        receiver_manifest="resources/models/{model}/manifest.json",
-        train="results/data/{dataset}/train.parquet",
-        validation="results/data/{dataset}/validation.parquet",
+        receiver_manifest=paths.MANIFEST,
+        train=paths.partial(paths.SPLIT, split="train"),
+        validation=paths.partial(paths.SPLIT, split="validation"),
     output:
-        checkpoint="results/extend/{dataset}/{exp}+{model}/train/best.safetensors",
-        summary="results/extend/{dataset}/{exp}+{model}/train/train_summary.json",
-        log_jsonl="results/extend/{dataset}/{exp}+{model}/train/train_log.jsonl",
-        record="results/extend/{dataset}/{exp}+{model}/train/extension.json",
+        checkpoint=paths.inside(paths.EXTEND, paths.CHECKPOINT),
+        summary=paths.inside(paths.EXTEND, paths.TRAIN_SUMMARY),
+        log_jsonl=paths.inside(paths.EXTEND, paths.TRAIN_LOG),
+        record=paths.inside(paths.EXTEND, "train/extension.json"),
     params:
         cfg=latent_json,
         ext=extend_json,
@@ -47,18 +47,18 @@ rule eval_added_receiver:
         unpack(extension_inputs),
         registry=config["registry"],
         manifests=PLAN.manifests(),
-        receiver_manifest="resources/models/{model}/manifest.json",
-        extension="results/extend/{dataset}/{exp}+{model}/train/best.safetensors",
+        receiver_manifest=paths.MANIFEST,
+        extension=paths.inside(paths.EXTEND, paths.CHECKPOINT),
         reference=extension_reference,
-        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
-        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
+        data=paths.partial(paths.SPLIT, split=PLAN.eval_split),
+        train=paths.partial(paths.SPLIT, split="train"),  # k-shot examples (prompt.shots) only
     output:
         metrics=expand(
-            "results/extend/{{dataset}}/{{exp}}+{{model}}/eval/{{model}}/{variant}/metrics.json",
+            paths.inside(paths.partial(paths.EXTEND, dataset="{{dataset}}", exp="{{exp}}", model="{{model}}"), "eval/{{model}}/{variant}/metrics.json"),
             variant=PLAN.latent_variants,
         ),
-        joint="results/extend/{dataset}/{exp}+{model}/eval/joint.json",
-        check="results/extend/{dataset}/{exp}+{model}/eval/wire_check.json",
+        joint=paths.inside(paths.EXTEND, "eval/joint.json"),
+        check=paths.inside(paths.EXTEND, "eval/wire_check.json"),
     params:
         cfg=latent_json,
         ext=extend_json,

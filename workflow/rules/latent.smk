@@ -11,12 +11,12 @@ rule train_latent:
         encoder_manifest=encoder_manifest,
         teacher=teacher_inputs,
         pretrained=pretrain_checkpoint,
-        train="results/data/{dataset}/train.parquet",
-        validation="results/data/{dataset}/validation.parquet",
+        train=paths.partial(paths.SPLIT, split="train"),
+        validation=paths.partial(paths.SPLIT, split="validation"),
     output:
-        checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
-        summary="results/latent/{dataset}/{exp}/train/train_summary.json",
-        log_jsonl="results/latent/{dataset}/{exp}/train/train_log.jsonl",
+        checkpoint=paths.inside(paths.LATENT, paths.CHECKPOINT),
+        summary=paths.inside(paths.LATENT, paths.TRAIN_SUMMARY),
+        log_jsonl=paths.inside(paths.LATENT, paths.TRAIN_LOG),
     params:
         cfg=latent_json,
         models=PLAN.models,
@@ -45,17 +45,17 @@ rule eval_latent:
         registry=config["registry"],
         manifests=PLAN.manifests(),
         encoder_manifest=encoder_manifest,
-        checkpoint="results/latent/{dataset}/{exp}/train/best.safetensors",
-        data=f"results/data/{{dataset}}/{PLAN.eval_split}.parquet",
-        train="results/data/{dataset}/train.parquet",  # k-shot examples (prompt.shots) only
+        checkpoint=paths.inside(paths.LATENT, paths.CHECKPOINT),
+        data=paths.partial(paths.SPLIT, split=PLAN.eval_split),
+        train=paths.partial(paths.SPLIT, split="train"),  # k-shot examples (prompt.shots) only
         fit_data=wire_fit_data,
     output:
         metrics=expand(
-            "results/latent/{{dataset}}/{{exp}}/eval/{model}/{variant}/metrics.json",
+            paths.inside(paths.partial(paths.LATENT, dataset="{{dataset}}", exp="{{exp}}"), "eval/{model}/{variant}/metrics.json"),
             model=PLAN.models,
             variant=PLAN.latent_variants,
         ),
-        joint="results/latent/{dataset}/{exp}/eval/joint.json",
+        joint=paths.inside(paths.LATENT, "eval/joint.json"),
     params:
         cfg=latent_json,
         models=PLAN.models,

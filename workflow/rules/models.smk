@@ -6,7 +6,7 @@ rule materialize_model:
         registry=config["registry"],
         source=model_source_inputs,
     output:
-        manifest="resources/models/{model}/manifest.json",
+        manifest=paths.MANIFEST,
     log:
         "logs/models/{model}.log",
     benchmark:

@@ -8,15 +8,15 @@ rule pretrain_encoder:
         registry=config["registry"],
         manifests=PLAN.manifests(),
         encoder_manifest=pretrain_encoder_manifest,
-        train="results/data/{dataset}/train.parquet",
+        train=paths.partial(paths.SPLIT, split="train"),
         held_out=[
-            "results/data/{dataset}/validation.parquet",
-            "results/data/{dataset}/test.parquet",
+            paths.partial(paths.SPLIT, split="validation"),
+            paths.partial(paths.SPLIT, split="test"),
         ],
     output:
-        checkpoint="results/pretrain/{dataset}/{pretrain}/s{seed}/encoder.safetensors",
-        summary="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_summary.json",
-        log_jsonl="results/pretrain/{dataset}/{pretrain}/s{seed}/pretrain_log.jsonl",
+        checkpoint=paths.inside(paths.PRETRAIN, "encoder.safetensors"),
+        summary=paths.inside(paths.PRETRAIN, "pretrain_summary.json"),
+        log_jsonl=paths.inside(paths.PRETRAIN, "pretrain_log.jsonl"),
     log:
         "logs/pretrain/{dataset}/{pretrain}/s{seed}.log",
     benchmark:

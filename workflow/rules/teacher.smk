@@ -5,11 +5,11 @@
 rule teacher_logits:
     input:
         registry=config["registry"],
-        manifest="resources/models/{model}/manifest.json",
-        data="results/data/{dataset}/train.parquet",
+        manifest=paths.MANIFEST,
+        data=paths.partial(paths.SPLIT, split="train"),
     output:
-        logits="results/teacher/{dataset}/{model}/train.safetensors",
-        meta="results/teacher/{dataset}/{model}/train.json",
+        logits=paths.TEACHER,
+        meta=paths.TEACHER_META,
     log:
         "logs/teacher/{dataset}/{model}.log",
     benchmark:
