@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # "What each optimization bought" (issue #7, docs/benchmarks.md): the hero bench, then one run per
 # optimization with that one setting changed, each writing its JSON into OUT_DIR. GPU only.
-#   bash scripts/bench_ablations.sh OUT_DIR [row ...]      rows: hero eager ktoken ckpt padded compile nf4
-# nf4 needs bitsandbytes; compile spends its first minutes compiling in the warm-up.
+#   bash scripts/bench_ablations.sh OUT_DIR [row ...]      rows: hero nocompile eager ktoken ckpt padded nf4
+# hero is torch.compile'd (the default on CUDA) and spends its first minutes compiling in the warm-up;
+# nocompile is the same without it. nf4 needs bitsandbytes.
 set -uo pipefail
 out=${1:?usage: bench_ablations.sh OUT_DIR [row ...]}
 shift
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(hero eager ktoken ckpt padded compile)
+[ ${#rows[@]} -gt 0 ] || rows=(hero nocompile eager ktoken ckpt padded)
 mkdir -p "$out"
 enc='"latent": {"encoder": {"name": "byte"}}'   # needs no files; the same encoder in every row
 skip='"phases": ["ceiling", "step"]'           # eval is timed once, in the hero row
@@ -18,9 +19,9 @@ for row in "${rows[@]}"; do
     ktoken) cfg="{$skip, \"run\": {$enc, \"loss\": {\"w_ktoken\": 0.5}}}" ;;
     ckpt) cfg="{$skip, \"run\": {$enc, \"train\": {\"grad_checkpointing\": true}}}" ;;
     padded) cfg="{$skip, \"answer_spread\": 12, \"run\": {$enc}}" ;;
-    compile) cfg="{$skip, \"compile\": true, \"run\": {$enc}}" ;;
+    nocompile) cfg="{$skip, \"compile\": false, \"run\": {$enc}}" ;;
     nf4) cfg="{$skip, \"nf4\": true, \"run\": {$enc}}" ;;
-    *) echo "unknown row $row (hero eager ktoken ckpt padded compile nf4)" >&2; exit 2 ;;
+    *) echo "unknown row $row (hero nocompile eager ktoken ckpt padded nf4)" >&2; exit 2 ;;
   esac
   echo "== $row: $cfg"
   python3 -m latentwire.cli.main bench --config-json "$cfg" --out "$out/$row.json" 2>&1 | tail -n 14

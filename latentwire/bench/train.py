@@ -32,13 +32,13 @@ def measure_ceiling(
     """Bare forward + backward to a leaf per receiver, then all receivers in sequence."""
     reset_peak(device)
     passes = {lm.spec.name: _ceiling_pass(lm, run, examples, args.slots, minimal) for lm in lms}
-    out = {
-        n: summarize_times(timed(f, args.warmup, args.iters, device), args.batch_size)
-        for n, f in passes.items()
-    }
-    out["all"] = summarize_times(
-        timed(lambda: [f() for f in passes.values()], args.warmup, args.iters, device), args.batch_size
-    )
+    out = {}
+    for n, f in passes.items():
+        warm: list[float] = []
+        out[n] = summarize_times(timed(f, args.warmup, args.iters, device, warm), args.batch_size, warm)
+    warm = []
+    times = timed(lambda: [f() for f in passes.values()], args.warmup, args.iters, device, warm)
+    out["all"] = summarize_times(times, args.batch_size, warm)
     out["all"]["peak_memory_gb"] = peak_gb(device)
     return out
 
@@ -93,8 +93,9 @@ def measure_step(
     def step() -> None:
         records.append(train_step(lms, il, run, examples, params, opt))
 
-    times = timed(step, args.warmup, args.iters, device)
-    out = {"all": summarize_times(times, args.batch_size)}
+    warm: list[float] = []
+    times = timed(step, args.warmup, args.iters, device, warm)
+    out = {"all": summarize_times(times, args.batch_size, warm)}
     out["all"]["peak_memory_gb"] = peak_gb(device)
     out["record"] = records[-1]  # losses of the last step: finite numbers say the step is real
     out["trainable_parameters"] = sum(p.numel() for p in params)

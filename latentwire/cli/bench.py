@@ -68,7 +68,7 @@ def format_report(result: dict) -> str:
     lines = [
         f"device {d['name']} ({d['type']}), dtype {result['dtype']}, shapes {s['shapes']}, "
         f"B={s['batch_size']} M={s['slots']} A={s['answer_tokens']} text={s['text_tokens']} tokens, "
-        f"attn {s['attn']}, compile {s['compile']}, nf4 {s['nf4']}, {s['warmup']} warm-up + {s['iters']} timed",
+        f"attn {s['attn']}, compile {result.get('compiled', s['compile'])}, nf4 {s['nf4']}, {s['warmup']} warm-up + {s['iters']} timed",
     ]
     for phase in ("ceiling", "ceiling_full_prompt", "step"):
         for name, v in result.get(phase, {}).items():
@@ -96,6 +96,9 @@ def format_report(result: dict) -> str:
     for k, v in result["ratios"].items():
         if not isinstance(v, dict):
             lines.append(f"ratio    {k} = {v:.2f}")
+    for k, v in result.get("compile_s", {}).items():
+        if v is not None:
+            lines.append(f"compile  {k}: first call {v:.1f} s over the median (compilation)")
     for k, v in result["targets"].items():
         if v["value"] is not None:
             lines.append(f"target   {k} >= {v['target']}: {'met' if v['met'] else 'NOT met'}")

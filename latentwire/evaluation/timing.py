@@ -18,10 +18,22 @@ import torch
 from latentwire.evaluation.metrics import percentile_summary
 
 
-def timed(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> list[float]:
-    """Wall seconds of each of ``iters`` calls after ``warmup`` untimed ones."""
+def timed(
+    fn: Callable[[], object],
+    warmup: int,
+    iters: int,
+    device: torch.device,
+    warmup_times: list[float] | None = None,
+) -> list[float]:
+    """Wall seconds of each of ``iters`` calls after ``warmup`` untimed ones (whose seconds go to
+    ``warmup_times`` when given: the first holds compilation, if any)."""
     for _ in range(warmup):
+        sync(device)
+        t0 = time.perf_counter()
         fn()
+        sync(device)
+        if warmup_times is not None:
+            warmup_times.append(time.perf_counter() - t0)
     times = []
     for _ in range(iters):
         sync(device)
@@ -32,11 +44,17 @@ def timed(fn: Callable[[], object], warmup: int, iters: int, device: torch.devic
     return times
 
 
-def summarize_times(times_s: list[float], batch_size: int | None = None) -> dict:
-    """Median / p90 / mean in ms, each timed value, and samples/min at the median."""
+def summarize_times(
+    times_s: list[float], batch_size: int | None = None, warmup_s: list[float] | None = None
+) -> dict:
+    """Median / p90 / mean in ms, each timed value, and samples/min at the median; with ``warmup_s``
+    also the warm-up calls and ``first_call_overhead_s`` (first warm-up minus the median: compile time)."""
     ms = [t * 1000 for t in times_s]
     p = percentile_summary(ms)
     out = {"median_ms": p["median"], "p90_ms": p["p90"], "mean_ms": p["mean"], "times_ms": ms}
+    if warmup_s:
+        out["warmup_ms"] = [t * 1000 for t in warmup_s]
+        out["first_call_overhead_s"] = warmup_s[0] - p["median"] / 1000
     if batch_size is not None:
         out["samples_per_min"] = batch_size * 60_000 / p["median"]
     return out

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# On the GPU machine: what the background run has made so far, without weights, into $OUT/res.tgz,
-# and the tail of Snakemake's output. Call it in every polling call: the machine goes back 30 s
-# after a call ends, and with it everything under /tmp.
-cd /tmp/lw || exit 1
-tar --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' -czf "$OUT/res.tgz" \
-  results logs benchmarks snakemake.out 2>/dev/null
-ls -la "$OUT/res.tgz" | awk '{print "res.tgz", $5, "bytes"}'
-grep -E "of [0-9]+ steps|Error|error" snakemake.out | tail -4
+# On the GPU machine: what the background runs have made so far, without weights: each run folder
+# /tmp/lw* as $OUT/res-<folder>.tgz (res.tgz for /tmp/lw) and the bench's JSON as $OUT/bench.tgz, with
+# the tail of each Snakemake output. Call it in every polling call: the machine goes back 30 s after a
+# call ends, and with it everything under /tmp.
+for d in /tmp/lw /tmp/lw[0-9]*; do
+  [ -f "$d/snakemake.out" ] || continue
+  name=res$(basename "$d" | sed 's/^lw//; s/^./-&/').tgz
+  (cd "$d" && tar --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' -czf "$OUT/$name" \
+    results logs benchmarks snakemake.out 2>/dev/null)
+  echo "$d: $name $(stat -c %s "$OUT/$name") bytes"
+  grep -E "of [0-9]+ steps|Error|error" "$d/snakemake.out" | tail -3
+done
+if [ -d /tmp/bench ]; then
+  tar -C /tmp -czf "$OUT/bench.tgz" bench && tail -n 4 /tmp/bench/bench.out
+fi
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader

@@ -150,7 +150,11 @@ def test_bench_json_has_every_section(bench_run):
         result["ceiling_full_prompt"]["all"]["median_ms"] / result["step"]["all"]["median_ms"]
     )
     assert ratios["text_over_latent_prefill"] == min(ratios["text_over_latent_prefill_per_model"].values())
-    assert set(result["targets"]) == {"step_over_ceiling", "text_over_latent_prefill"}
+    assert set(result["targets"]) == {"step_over_ceiling", "step_samples_per_min", "text_over_latent_prefill"}
+    assert result["targets"]["step_samples_per_min"]["value"] == result["step"]["all"]["samples_per_min"]
+    assert result["compiled"] is False and "compile_s" not in result  # compile: auto is off on CPU
+    for row in (result["ceiling"]["all"], result["step"]["all"]):  # the warm-up calls are kept
+        assert len(row["warmup_ms"]) == result["settings"]["warmup"] and "first_call_overhead_s" in row
     assert "step_over_ceiling" in printed and "tiny-qwen2" in printed
 
 
@@ -225,3 +229,11 @@ def test_yaml_then_json_merge_nested_keys(tmp_path):
     with pytest.raises(ConfigError, match="--config-json"):
         load_bench_args(None, "{not json")
     assert isinstance(from_dict(BenchArgs, {}, where="bench"), BenchArgs)
+
+
+def test_compile_auto_is_on_for_cuda_only():
+    from latentwire.bench.args import resolve_compile
+
+    assert resolve_compile(None, torch.device("cuda")) is True
+    assert resolve_compile(None, CPU) is False
+    assert resolve_compile(False, torch.device("cuda")) is False and resolve_compile(True, CPU) is True
