@@ -132,8 +132,9 @@ def train(
         ids = [str(r["id"]) for r in train_rows]
         teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
-    start = state_path if state_path.is_file() or not init_state else Path(init_state)
-    unit = resume(start, key, il, opt, sched, continues_schedule(t))
+    unit = resume(state_path, key, il, opt, sched, continues_schedule(t))
+    if init_state and unit["step"] == 0:  # no state of its own (or none this schedule continues)
+        unit = resume(Path(init_state), key, il, opt, sched, continues_schedule(t))
     stop = t.steps if stop_at is None else min(stop_at, t.steps)
     static_z = il.encoder.input_independent  # a soft-prompt control: never "collapsed"
     b_lms = [lm for lm in lms if not t.stage_b_models or lm.spec.name in t.stage_b_models]

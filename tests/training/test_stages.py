@@ -172,3 +172,13 @@ def test_a_handoff_of_other_settings_is_refused(lms, tmp_path):
             state_dir=tmp_path / "sb",
             init_state=handoff,
         )
+
+
+def test_a_stage_b_state_of_another_schedule_falls_back_to_the_handoff(lms, one_go, tmp_path):
+    """After a run of 8 steps, 6 steps (same key: train.steps is outside it) find Stage B's own state
+    at step 8, which this schedule does not continue: Stage B starts from the new handoff (step 3),
+    not from step 0."""
+    split(lms, staged_run(lms, steps=8), tmp_path)
+    staged = split(lms, staged_run(lms), tmp_path)
+    assert staged["b_steps"] == 3
+    assert_same_run(staged, one_go)
