@@ -133,13 +133,13 @@ def _encoder_sources(args, run, resolved: dict) -> list:
 
 def run_train(args: argparse.Namespace) -> int:
     """train the encoder and adapters of one latent experiment"""
+    if (args.stage == "b") != bool(args.init_state):  # before any model loads
+        raise ConfigError("--init-state: needed by --stage b, and only there")
     run, lms, resolved = _setup(args)
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
         raise ConfigError(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
     resolved["init_checkpoint"] = args.init_checkpoint
-    if (args.stage == "b") != bool(args.init_state):
-        raise ConfigError("--init-state: needed by --stage b, and only there")
     split = {"stop_at": run.train.stage_a_end(), "handoff": Path(args.out_dir) / "state.pt"}
     stage = split if args.stage == "a" else {"init_state": args.init_state}
     summary = train(

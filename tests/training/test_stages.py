@@ -8,12 +8,17 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from tiny_runs import CPU, TRAIN_DF, VAL_DF, assert_same_weights, make_run, one_thread, two_receivers
 
 import latentwire.training.loop as train_mod
-from latentwire.config import ConfigError
+from latentwire.cli.main import main
+from latentwire.config import ConfigError, to_dict
+from latentwire.data.prepare import write_splits
 from latentwire.encoders import EncoderArgs
+from latentwire.models import load_registry, materialize
+from latentwire.models.tiny import save_tiny
 from latentwire.training.loop import train
 
 single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
@@ -182,3 +187,38 @@ def test_a_stage_b_state_of_another_schedule_falls_back_to_the_handoff(lms, one_
     staged = split(lms, staged_run(lms), tmp_path)
     assert staged["b_steps"] == 3
     assert_same_run(staged, one_go)
+
+
+def test_the_cli_split_into_stage_a_and_b_writes_the_one_go_checkpoint(tmp_path):
+    """What the rules run: ``train-latent --stage a`` then ``--stage b --init-state``, against one
+    ``train-latent`` (``--stage all``) on the same tiny registry models, data and settings."""
+    entries, manifests = {}, {}
+    for family in ("llama", "qwen2"):
+        path = str(save_tiny(family, tmp_path / family))
+        entries[f"tiny-{family}"] = {"family": family, "source": {"kind": "local", "path": path}}
+    registry = tmp_path / "models.yaml"
+    registry.write_text(yaml.safe_dump({"models": entries}))
+    for name, spec in load_registry(registry).items():
+        materialize(spec, tmp_path / "cache" / name)
+        manifests[name] = str(tmp_path / "cache" / name / "manifest.json")
+    data = write_splits({"train": TRAIN_DF, "validation": VAL_DF, "test": VAL_DF}, tmp_path / "data", {})
+    run = make_run(steps=4, stage_a_steps=2, eval_every=2, val_examples=2, batch_size=2, warmup_steps=1)
+    run.latent.adapter.dropout = 0.2
+    common = ["--registry", str(registry), "--models", *manifests, "--manifests", *manifests.values()]
+    common += ["--config-json", json.dumps(to_dict(run)), "--exp", "e", "--encoder-manifest", ""]
+    common += ["--train", str(data[0]), "--validation", str(data[1])]
+
+    def cli(out: str, *stage: str) -> None:
+        assert main(["train-latent", *common, "--out-dir", str(tmp_path / out), *stage]) == 0
+
+    cli("one-go")
+    cli("stage_a", "--stage", "a")
+    cli("stage_b", "--stage", "b", "--init-state", str(tmp_path / "stage_a" / "state.pt"))
+    log, best, summary = outputs(tmp_path / "stage_b")
+    ref_log, ref_best, ref_summary = outputs(tmp_path / "one-go")
+    assert [r["stage"] for r in log] == ["A", "A", "B", "B"] and log == ref_log
+    assert_same_weights(best, ref_best)
+    assert_same_weights(final_weights(summary), final_weights(ref_summary))
+    assert outputs(tmp_path / "stage_a")[2]["stop_at"] == 2
+    for bad in (["--stage", "b"], ["--stage", "a", "--init-state", "x"]):  # --init-state: b only
+        assert main(["train-latent", *common, "--out-dir", str(tmp_path / "bad"), *bad]) != 0
