@@ -333,9 +333,11 @@ class WorkflowPlan:
         return [self.label(d) for d in names + [d for d, _, _, _ in self.tuned_cells()]]
 
     def joint_files(self) -> list[str]:
-        """Joint rescoring of every trained wire: the runs' (Stage C) per dataset, then the extensions'."""
-        out = [self.eval_dir(d, e) for d in self.datasets for e in self.experiments]
-        out += [f"{self.extension_dir(d, x)}/eval" for d in self.datasets for x in self.extensions]
+        """Joint rescoring of each trained wire, per dataset (runs', then extensions': joint_datasets)."""
+        out = []
+        for d in self.datasets:
+            out += [self.eval_dir(d, e) for e in self.experiments]
+            out += [f"{self.extension_dir(d, x)}/eval" for x in self.extensions]
         return [paths.joint_file(folder) for folder in out]
 
     def joint_datasets(self) -> list[str]:

@@ -82,3 +82,12 @@ def test_two_runs_in_one_cell_are_refused():
     plan = plan_with()
     with pytest.raises(ConfigError, match="same run"):
         latent_cells({"a": plan.experiments["meanpool"], "b": plan.experiments["meanpool"]}, {"b": "a"})
+
+
+def test_joint_files_pair_with_their_datasets_when_there_are_several():
+    cfg = copy.deepcopy(BASE)
+    cfg["datasets"]["other"] = cfg["datasets"]["squad"]
+    plan = WorkflowPlan.from_config(cfg)
+    pairs = list(zip(plan.joint_files(), plan.joint_datasets()))
+    assert len(pairs) == 2 * 3  # 2 datasets x (meanpool, select, select+tiny-gemma)
+    assert all(f.split("/")[2] == d for f, d in pairs), pairs
