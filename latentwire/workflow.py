@@ -337,7 +337,7 @@ class WorkflowPlan:
         out = []
         for d in self.datasets:
             out += [self.eval_dir(d, e) for e in self.experiments]
-            out += [f"{self.extension_dir(d, x)}/eval" for x in self.extensions]
+            out += [paths.inside(self.extension_dir(d, x), "eval") for x in self.extensions]
         return [paths.joint_file(folder) for folder in out]
 
     def joint_datasets(self) -> list[str]:
@@ -345,8 +345,12 @@ class WorkflowPlan:
 
     def train_logs(self) -> list[str]:
         """Every trained wire's whole training log (a run's Stage B log holds its Stage A steps too)."""
-        out = [f"{self.run_dir(d, e)}/{paths.STAGE_B}" for d in self.datasets for e in self.experiments]
-        out += [f"{self.extension_dir(d, x)}/train" for d in self.datasets for x in self.extensions]
+        out = [
+            paths.inside(self.run_dir(d, e), paths.STAGE_B) for d in self.datasets for e in self.experiments
+        ]
+        out += [
+            paths.inside(self.extension_dir(d, x), "train") for d in self.datasets for x in self.extensions
+        ]
         return [paths.train_log(folder) for folder in out]
 
     def train_labels(self) -> list[str]:
@@ -382,18 +386,9 @@ class WorkflowPlan:
     def extension_eval_outputs(self, dataset: str, ext: str) -> list[str]:
         """The newcomer's latent, controls and int8 wire: the rows the tables add."""
         m, folder = self.extensions[ext].args.receiver, self.extension_dir(dataset, ext)
-        return [paths.eval_metrics(f"{folder}/eval", m, s) for s in self.latent_variants]
-
-    # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
-    stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
-    figure_names: tuple[str, ...] = ("f1_vs_m", "latency", "payload", "training")
-
-    def report_outputs(self) -> list[str]:
-        out = [f"{paths.TABLES}/{name}" for name in self.stats_tables] + [f"{paths.TABLES}/stats.json"]
-        out += [f"{paths.FIGURES}/{f}.{ext}" for f in self.figure_names for ext in ("png", "svg")]
-        return out + [f"{paths.FIGURES}/figures.json"]
+        return [paths.eval_metrics(paths.inside(folder, "eval"), m, s) for s in self.latent_variants]
 
     def final_outputs(self) -> list[str]:
         out = [f"{paths.TABLES}/results.csv", f"{paths.TABLES}/results.md"]
         out += self.joint_files()
-        return out + self.report_outputs()
+        return out + paths.report_outputs()

@@ -45,6 +45,18 @@ SUMMARY = "train_summary.json"
 LOG = "train_log.jsonl"
 
 
+# Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
+STATS_TABLES = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
+FIGURE_NAMES = ("f1_vs_m", "latency", "payload", "training")
+
+
+def report_outputs() -> list[str]:
+    """Every file the report rules write (``stats_tables``, then ``table_figures``)."""
+    out = [f"{TABLES}/{name}" for name in STATS_TABLES] + [f"{TABLES}/stats.json"]
+    out += [f"{FIGURES}/{f}.{ext}" for f in FIGURE_NAMES for ext in ("png", "svg")]
+    return out + [f"{FIGURES}/figures.json"]
+
+
 def partial(template: str, **known) -> str:
     """``template`` with the given wildcards filled and every other ``{name}`` left for Snakemake."""
     return re.sub(
