@@ -4,8 +4,8 @@
 job is checked here with the same dataclasses the jobs use, so ``snakemake -n`` fails on a typo
 before any job starts, and each job receives only its own settings (as ``params``), so changing
 one ablation reruns only that ablation's jobs. The parts live in :mod:`latentwire.plan`: the section
-parsers (``sections``), the rivals scheduled beside every latent (``rivals``) and the path templates
-of every file the plan names (``paths``).
+parsers (``sections``), the rivals scheduled beside every latent (``rivals``), each latent run's stage
+wildcards (``stages``) and the path templates of every file the plan names (``paths``).
 """
 
 from __future__ import annotations
