@@ -4,8 +4,8 @@
 job is checked here with the same dataclasses the jobs use, so ``snakemake -n`` fails on a typo
 before any job starts, and each job receives only its own settings (as ``params``), so changing
 one ablation reruns only that ablation's jobs. The parts live in :mod:`latentwire.plan`: the section
-parsers (``sections``), the rivals scheduled beside every latent (``rivals``) and the path templates
-of every file the plan names (``paths``).
+parsers (``sections``), the rivals scheduled beside every latent (``rivals``), each latent run's stage
+wildcards (``stages``) and the path templates of every file the plan names (``paths``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from latentwire.plan.sections import (
     parse_experiments,
     pretrain_runs,
 )
+from latentwire.plan.stages import LatentCell, latent_cells, run_at
 from latentwire.prompt import PromptArgs, prompt_for
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.extend import Extension, parse_extensions
@@ -58,6 +59,7 @@ class WorkflowPlan:
     comparators: ComparatorArgs = field(default_factory=ComparatorArgs)
     extensions: dict[str, Extension] = field(default_factory=dict)  # latent.extensions
     configured_baselines: list[str] = field(default_factory=list)  # text, budgets, closed (no rivals)
+    cells: dict[str, LatentCell] = field(default_factory=dict)  # each run's stage wildcards (plan.stages)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WorkflowPlan:
@@ -76,7 +78,8 @@ class WorkflowPlan:
         names = configured_baselines(config)
         configured = list(names)
         lat = config.get("latent") or {}
-        experiments = parse_experiments(config, registry)
+        experiments, presets = parse_experiments(config, registry)
+        cells = latent_cells(experiments, presets)
         comparators = from_dict(ComparatorArgs, config.get("comparators") or {}, where="comparators")
         names += [b for b in rival_baselines(comparators, experiments) if b not in names]
         tuned_kinds(comparators, experiments)  # validates comparators.tuned against the experiments
@@ -108,11 +111,32 @@ class WorkflowPlan:
             comparators=comparators,
             extensions=extensions,
             configured_baselines=configured,
+            cells=cells,
         )
 
     @property
     def eval_split(self) -> str:
         return self.eval.split
+
+    # --- the latent runs' stage jobs (latentwire.plan.stages, workflow/rules/latent.smk) -------
+    def run_at(self, wildcards: dict) -> str:
+        """The run (experiment name) of a stage job's wildcards, checked against its settings."""
+        return run_at(self.cells, wildcards)
+
+    def cell_values(self, key: str) -> list[str]:
+        """The values one stage wildcard takes (for ``wildcard_constraints``)."""
+        return sorted({str(getattr(c, key)) for c in self.cells.values()})
+
+    def run_dir(self, dataset: str, exp: str) -> str:
+        return paths.latent_dir(dataset, **self.cells[exp].wildcards())
+
+    def checkpoint(self, dataset: str, exp: str) -> str:
+        """The trained checkpoint of run ``exp`` (Stage B's best weights)."""
+        return paths.latent_checkpoint(dataset, **self.cells[exp].wildcards())
+
+    def eval_dir(self, dataset: str, exp: str) -> str:
+        """Run ``exp``'s Stage C folder (evaluation with controls, joint rescoring)."""
+        return paths.latent_eval_dir(dataset, **self.cells[exp].wildcards())
 
     # --- per-job settings (JSON strings passed as params) ---------------------------------
     def dataset_json(self, dataset: str) -> str:
@@ -191,7 +215,7 @@ class WorkflowPlan:
         exp = self.select_source
         source = source_model_name(self.experiments[exp].latent.encoder)
         return {
-            "checkpoint": paths.latent_checkpoint(dataset, exp),
+            "checkpoint": self.checkpoint(dataset, exp),
             "manifest": paths.manifest(source),
         }
 
@@ -282,7 +306,7 @@ class WorkflowPlan:
         return ("latent", "shuffled", "zero", *formats)
 
     def latent_eval_outputs(self, dataset: str, exp: str) -> list[str]:
-        folder = paths.latent_dir(dataset, exp)
+        folder = self.eval_dir(dataset, exp)
         return [paths.eval_metrics(folder, m, s) for m in self.models for s in self.latent_variants]
 
     def table_metrics(self) -> list[str]:
@@ -309,18 +333,25 @@ class WorkflowPlan:
         return [self.label(d) for d in names + [d for d, _, _, _ in self.tuned_cells()]]
 
     def joint_files(self) -> list[str]:
-        return [paths.joint_file(folder) for folder in self._run_dirs()]
+        """Joint rescoring of each trained wire, per dataset (runs', then extensions': joint_datasets)."""
+        out = []
+        for d in self.datasets:
+            out += [self.eval_dir(d, e) for e in self.experiments]
+            out += [paths.inside(self.extension_dir(d, x), "eval") for x in self.extensions]
+        return [paths.joint_file(folder) for folder in out]
 
     def joint_datasets(self) -> list[str]:
         return [self.label(d) for d in self.datasets for _ in [*self.experiments, *self.extensions]]
 
     def train_logs(self) -> list[str]:
-        return [paths.train_log(folder) for folder in self._run_dirs()]
-
-    def _run_dirs(self) -> list[str]:
-        """Every trained wire's folder: the experiments' per dataset, then the extensions'."""
-        out = [paths.latent_dir(d, e) for d in self.datasets for e in self.experiments]
-        return out + [self.extension_dir(d, x) for d in self.datasets for x in self.extensions]
+        """Every trained wire's whole training log (a run's Stage B log holds its Stage A steps too)."""
+        out = [
+            paths.inside(self.run_dir(d, e), paths.STAGE_B) for d in self.datasets for e in self.experiments
+        ]
+        out += [
+            paths.inside(self.extension_dir(d, x), "train") for d in self.datasets for x in self.extensions
+        ]
+        return [paths.train_log(folder) for folder in out]
 
     def train_labels(self) -> list[str]:
         labels = [f"{d}/{e}" for d in self.datasets for e in self.experiments]
@@ -344,29 +375,20 @@ class WorkflowPlan:
     def extension_inputs(self, dataset: str, exp: str) -> dict[str, Any]:
         """The experiment's checkpoint and the manifest of its encoder's source model."""
         return {
-            "checkpoint": paths.latent_checkpoint(dataset, exp),
+            "checkpoint": self.checkpoint(dataset, exp),
             "encoder_manifest": self.encoder_manifest(exp),
         }
 
     def extension_reference(self, dataset: str, exp: str) -> list[str]:
         """The experiment's own evaluation of its receivers (their predictions sit beside these)."""
-        return [paths.eval_metrics(paths.latent_dir(dataset, exp), m, "latent") for m in self.models]
+        return [paths.eval_metrics(self.eval_dir(dataset, exp), m, "latent") for m in self.models]
 
     def extension_eval_outputs(self, dataset: str, ext: str) -> list[str]:
         """The newcomer's latent, controls and int8 wire: the rows the tables add."""
         m, folder = self.extensions[ext].args.receiver, self.extension_dir(dataset, ext)
-        return [paths.eval_metrics(folder, m, s) for s in self.latent_variants]
-
-    # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
-    stats_tables: tuple[str, ...] = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
-    figure_names: tuple[str, ...] = ("f1_vs_m", "latency", "payload", "training")
-
-    def report_outputs(self) -> list[str]:
-        out = [f"{paths.TABLES}/{name}" for name in self.stats_tables] + [f"{paths.TABLES}/stats.json"]
-        out += [f"{paths.FIGURES}/{f}.{ext}" for f in self.figure_names for ext in ("png", "svg")]
-        return out + [f"{paths.FIGURES}/figures.json"]
+        return [paths.eval_metrics(paths.inside(folder, "eval"), m, s) for s in self.latent_variants]
 
     def final_outputs(self) -> list[str]:
         out = [f"{paths.TABLES}/results.csv", f"{paths.TABLES}/results.md"]
         out += self.joint_files()
-        return out + self.report_outputs()
+        return out + paths.report_outputs()

@@ -27,6 +27,9 @@ LATENT_CELLS = 16 + 4
 TUNED_CELLS = 6  # .test: 3 tiny models x (text-tuned, select-text-8-tuned), seed 0
 ADDED = "latent:select+tiny-gemma"  # the newcomer's latent system (latent.extensions.gemma)
 FIGURES = ("f1_vs_m", "latency", "payload", "training")
+# .test's latent runs' folders (latentwire.plan.paths.LATENT): encoder, M, d_z, head, preset, seed
+MEANPOOL = "results/latent/squad/meanpool/M6-dz16/shallow/meanpool/seed0"
+SELECT = "results/latent/squad/select/M8-dz16/shallow/select/seed0"
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -205,14 +208,12 @@ def test_full_run_adds_tiny_gemma_to_selects_wire(test_run):
     assert sorted(check["old_receivers"]) == ["tiny-llama", "tiny-qwen2"]
     assert all(v["identical_to_reference"] for v in check["old_receivers"].values())
     rec = json.loads((folder / "train" / "extension.json").read_text())
-    source = test_run / "results" / "latent" / "squad" / "select" / "train" / "best.safetensors"
+    source = test_run / SELECT / "stage_b" / "best.safetensors"
     assert rec["source_sha256"] == file_sha256(source) and rec["frozen_verified"]
     assert rec["trainable_keys"] and all(k.startswith("adapters.tiny-gemma.") for k in rec["trainable_keys"])
     m = json.loads((folder / "eval" / "tiny-gemma" / "int8" / "metrics.json").read_text())
     assert m["system"] == f"{ADDED}:int8" and m["provenance"]["config"]["source_exp"] == "select"
-    old = json.loads(
-        (test_run / "results/latent/squad/select/eval/tiny-qwen2/latent/metrics.json").read_text()
-    )
+    old = json.loads((test_run / SELECT / "stage_c/tiny-qwen2/latent/metrics.json").read_text())
     assert (
         json.loads((folder / "eval/tiny-gemma/latent/metrics.json").read_text())["payload_bytes"]
         == (old["payload_bytes"])
@@ -327,7 +328,7 @@ def test_encoder_source_model_that_is_not_a_receiver_joins_the_jobs(tmp_path):
     cmds = [
         line for line in res.stdout.splitlines() if "latentwire train-latent" in line or "eval-latent" in line
     ]
-    assert len(cmds) == 6
+    assert len(cmds) == 9  # stage_a, stage_b, stage_c of 3 experiments
     for cmd in cmds:
         has_manifest = "--encoder-manifest resources/models/tiny-qwen2/manifest.json" in cmd
         assert has_manifest == ("--exp hidden" in cmd), cmd
@@ -369,7 +370,7 @@ def test_kd_experiments_read_teacher_caches_built_once_per_model(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:]
     assert job_stats(res.stdout)["teacher_logits"] == 2  # once per model, shared by KD experiments
     trains = [line for line in res.stdout.splitlines() if "latentwire train-latent" in line]
-    assert len(trains) == 2
+    assert len(trains) == 4  # stage_a and stage_b of 2 experiments
     for cmd in trains:
         caches = "--teacher-logits results/teacher/squad/tiny-llama/train.safetensors"
         caches += " results/teacher/squad/tiny-qwen2/train.safetensors "
@@ -422,7 +423,8 @@ def test_every_job_that_builds_prompts_gets_the_train_split_for_shots(tmp_path):
 
 # --- resume under Snakemake (issue 16) ------------------------------------------------------------
 
-TRAIN_SUMMARY = "results/latent/squad/meanpool/train/train_summary.json"
+TRAIN_SUMMARY = f"{MEANPOOL}/stage_b/train_summary.json"
+TRAIN_LOG = Path("logs", *Path(MEANPOOL).parts[1:], "stage_b.log")
 KILL_STEPS = 20  # checkpoints every 2 steps: long enough to be killed after the first one
 
 
@@ -442,14 +444,15 @@ def _train_pids(work: Path) -> list[int]:
 
 
 def _train_log_steps(work: Path) -> list[int]:
-    path = work / "results" / "latent" / "squad" / "meanpool" / "train" / "train_log.jsonl"
+    path = work / MEANPOOL / "stage_b" / "train_log.jsonl"
     return [json.loads(line)["step"] for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory) -> Path:
-    """kill -9 of train_latent after its first checkpoint; Snakemake fails the job and deletes its
-    outputs; a plain rerun must resume from the state folder and finish with a whole 1..N log."""
+    """kill -9 of stage_b after its first checkpoint; Snakemake fails the job and deletes its
+    outputs; a plain rerun must resume from the state folder (not from stage_a's handoff) and finish
+    with a whole 1..N log."""
     import signal
     import time
 
@@ -465,7 +468,7 @@ def killed_and_resumed(tmp_path_factory) -> Path:
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    state = work / "results" / "state" / "latent" / "squad" / "meanpool"
+    state = work / MEANPOOL.replace("results/", "results/state/", 1) / "stage_b"
     deadline = time.time() + 600
     while not list(state.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -489,7 +492,7 @@ def test_a_killed_training_job_resumes_under_snakemake_to_a_whole_log(killed_and
     summary = json.loads((work / TRAIN_SUMMARY).read_text())
     assert summary["steps"] == KILL_STEPS and summary["stopped"] == "completed"
     assert (work / TRAIN_SUMMARY).with_name("best.safetensors").is_file()
-    assert "resuming from step" in (work / "logs" / "latent" / "squad" / "meanpool" / "train.log").read_text()
+    assert re.search(r"resuming from step [1-9]", (work / TRAIN_LOG).read_text())
     # a further rerun has nothing to do (no 'resumes from step N' loop)
     res = snakemake("-n", "--directory", str(work), TRAIN_SUMMARY)
     assert "Nothing to be done" in res.stdout, res.stdout[-3000:]
@@ -505,15 +508,12 @@ def test_a_changed_setting_after_a_finished_run_trains_afresh_under_snakemake(ki
     summary = json.loads((work / TRAIN_SUMMARY).read_text())
     assert summary["state"] != before and summary["steps"] == KILL_STEPS
     assert _train_log_steps(work) == list(range(1, KILL_STEPS + 1))
-    assert (
-        "resuming from step"
-        not in (work / "logs" / "latent" / "squad" / "meanpool" / "train.log").read_text()
-    )
+    assert not re.search(r"resuming from step [1-9]", (work / TRAIN_LOG).read_text())
 
 
 def test_pretraining_runs_once_per_seed_and_starts_the_experiments_that_name_it(tmp_path):
-    """pretrain_encoder jobs per (run, seed) some experiment names; train_latent gets the checkpoint,
-    eval_latent the train split when a learned wire quantizer is evaluated; the rivals come at every
+    """pretrain_encoder jobs per (run, seed) some experiment names; stage_a and stage_b get the
+    checkpoint, stage_c the train split when a learned wire quantizer is evaluated; the rivals come at every
     pooled M (a factor cap or a fixed M) beside the scenario's select experiment, whose select-text-8
     stays at its own M, and the tuned ceilings copy the pooled experiment; mismatches fail at parse."""
     from latentwire.config import ConfigError
@@ -570,7 +570,7 @@ def test_pretraining_runs_once_per_seed_and_starts_the_experiments_that_name_it(
     res = snakemake("-n", "-p", "--directory", str(work))
     assert res.returncode == 0, res.stdout[-3000:]
     stats = job_stats(res.stdout)
-    assert (stats["pretrain_encoder"], stats["train_latent"], stats["eval_latent"]) == (2, 6, 6)
+    assert [stats[r] for r in ("pretrain_encoder", "stage_a", "stage_b", "stage_c")] == [2, 6, 6, 6]
     # 2 kinds × 3 receivers (.test's extension adds tiny-gemma to select's wire, with its own ceilings);
     # select's kept tokens on train / validation / test
     assert (stats["tune_text"], stats["eval_tuned"], stats["select_windows"]) == (6, 6, 3)

@@ -14,7 +14,9 @@
 #             submitted (rerun continues from what finished); the workflow is then complete
 #   ablation  change one ablation setting (.test baselines.budgets [8, 16] -> [8, 12]):
 #             the dry run and the real run (checked in sacct) submit only the new budget's
-#             baseline jobs and the aggregate table
+#             baseline jobs and the aggregate table; then change one latent experiment's setting
+#             (.test meanpool's train.lr): only its stage_a, stage_b and stage_c jobs and the
+#             aggregates (results_table, stats_tables, table_figures)
 #   report    snakemake --report
 # Job ids printed by Snakemake are checked against sacct (real sbatch jobs).
 #
@@ -38,6 +40,9 @@ FAIL_JOB="baseline tiny-qwen2 budget-16"                     # words the injecte
 FAIL_COMMENT="rule_baseline_wildcards_squad_tiny-qwen2_budget-16"
 FAIL_LOG="logs/baselines/squad/tiny-qwen2/budget-16.log"
 NEW_BUDGET=12
+# the .test meanpool run's stage wildcards (dataset, encoder, M, d_z, head, preset, seed), as the
+# plugin's job comment joins them (latentwire.plan.paths.LATENT: .../meanpool/M6-dz16/shallow/meanpool/seed0)
+MEANPOOL_JOB="squad_meanpool_6_16_shallow_meanpool_0"
 
 T0=$SECONDS; TP=$SECONDS; PHASE=setup; PHASE_START=$(date +%Y-%m-%dT%H:%M:%S); RUN_START=$PHASE_START
 TIMES=()
@@ -144,6 +149,8 @@ else
 fi
 grep -q '^  budgets: \[8, 16\]$' "$WF/config/config.yaml" \
     || die ".test/config/config.yaml no longer has '  budgets: [8, 16]'; update this script"
+grep -q '^    meanpool: {}$' "$WF/config/config.yaml" \
+    || die ".test/config/config.yaml no longer has '    meanpool: {}'; update this script"
 ok "workflow copy in $WF"
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +224,21 @@ ok "only the budget-$NEW_BUDGET jobs and the aggregate were resubmitted (checked
 grep -q "budget-$NEW_BUDGET" "$WF"/results/tables/*.csv || die "the table does not contain budget-$NEW_BUDGET"
 ok "table has budget-$NEW_BUDGET"
 
+# one latent experiment's setting: only its three stage jobs and the aggregates
+sed -i 's/^    meanpool: {}$/    meanpool: {train: {lr: 0.002}}/' "$WF/config/config.yaml"
+grep -n '^    meanpool:' "$WF/config/config.yaml" | sed 's/^/  config: /'
+run_sm latent-dry -n || die "dry run after the latent ablation change failed"
+planned=$(dry_run_jobs latent-dry | LC_ALL=C sort)
+while read -r j; do echo "  planned: $j"; done <<<"$planned"
+expect_only "latent ablation (dry run)" "$planned" "rule_stage_[abc]_wildcards_$MEANPOOL_JOB|rule_[a-z_]*table[a-z_]*"
+[ "$(grep -c "^rule_stage_[abc]_wildcards_$MEANPOOL_JOB\$" <<<"$planned")" = 3 ] \
+    || die "expected meanpool's stage_a, stage_b and stage_c jobs"
+ok "the dry run plans only meanpool's stage_a, stage_b, stage_c and the aggregates"
+run_sm latent || die "run after the latent ablation change failed (exit $?), see $LOGS/latent.log"
+jobs=$(slurm_jobs latent | LC_ALL=C sort)
+[ "$jobs" = "$planned" ] || die "submitted jobs differ from the dry run:"$'\n'"$jobs"
+ok "only meanpool's stages and the aggregates were resubmitted (checked in sacct)"
+
 # ---------------------------------------------------------------------------------------------
 phase report
 snakemake -s workflow/Snakefile --directory "$WF" --report "$WF/report.html" >"$LOGS/report.log" 2>&1 \
@@ -226,9 +248,9 @@ ok "report: $WF/report.html ($(du -h "$WF/report.html" | cut -f1))"
 
 phase summary
 echo "all SLURM jobs of this run (sacct):"
-cat "$LOGS"/{fail,resume,ablation}.sacct | sed 's/^/  /'
+cat "$LOGS"/{fail,resume,ablation,latent}.sacct | sed 's/^/  /'
 # CPU time the SLURM jobs used (sacct TotalCPU), to tell a slow runner from a slower workflow
-cpu=$(cat "$LOGS"/{fail,resume,ablation}.sacct | cut -d'|' -f1 | paste -sd, - \
+cpu=$(cat "$LOGS"/{fail,resume,ablation,latent}.sacct | cut -d'|' -f1 | paste -sd, - \
     | xargs -I{} sacct -n -P -j {} -S "$RUN_START" -o JobID,TotalCPU | grep -v '^[0-9]*\.' | cut -d'|' -f2 \
     | awk -F: '{sub(/^[0-9]+-/, ""); s += (NF == 3 ? $1 * 3600 + $2 * 60 + $3 : $1 * 60 + $2)} END {printf "%d", s}')
 echo "CPU time of the SLURM jobs: ${cpu}s"

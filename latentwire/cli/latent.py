@@ -1,5 +1,9 @@
 """``latentwire train-latent`` and ``latentwire eval-latent``: one latent experiment end to end.
 
+train-latent runs every step (``--stage all``) or one of the workflow's two training jobs: Stage A
+(``--stage a``, writing its whole state to ``OUT_DIR/state.pt``) and Stage B (``--stage b
+--init-state``, continuing from it); split or not, the trajectory is the same.
+
 eval-latent rebuilds the interlingua from the checkpoint and writes, for each receiver, the metrics
 of the latent and its controls (shuffled Z, zero Z) and of each wire format of ``latent.wire.formats``
 (int8 by default; int4, learned pq: see latentwire/latent/wire.py), plus the joint rescoring summary. System
@@ -65,6 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "teacher-logits); none: KD runs the text teacher every step",
             )
             p.add_argument(
+                "--stage",
+                choices=("all", "a", "b"),
+                default="all",
+                help="all: every step; a: Stage A only (train.stage_a_end() steps), its whole state to "
+                "OUT_DIR/state.pt; b: the rest, starting from --init-state (a Stage A state.pt)",
+            )
+            p.add_argument("--init-state", default=None, help="--stage b: Stage A's state.pt")
+            p.add_argument(
                 "--init-checkpoint",
                 nargs="?",
                 default=None,
@@ -121,11 +133,15 @@ def _encoder_sources(args, run, resolved: dict) -> list:
 
 def run_train(args: argparse.Namespace) -> int:
     """train the encoder and adapters of one latent experiment"""
+    if (args.stage == "b") != bool(args.init_state):  # before any model loads
+        raise ConfigError("--init-state: needed by --stage b, and only there")
     run, lms, resolved = _setup(args)
     if args.teacher_logits and len(args.teacher_logits) != len(args.models):
         raise ConfigError(f"--teacher-logits: {len(args.teacher_logits)} files for {len(args.models)} models")
     resolved["teacher_logits"] = args.teacher_logits
     resolved["init_checkpoint"] = args.init_checkpoint
+    split = {"stop_at": run.train.stage_a_end(), "handoff": Path(args.out_dir) / "state.pt"}
+    stage = split if args.stage == "a" else {"init_state": args.init_state}
     summary = train(
         lms,
         run,
@@ -137,6 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
         sources=_encoder_sources(args, run, resolved),
         state_dir=args.state_dir,
         init_from=args.init_checkpoint,
+        **stage,
     )
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     return 0

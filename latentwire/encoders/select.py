@@ -1,14 +1,15 @@
 """``select``: a question-aware extractive compressor that keeps one latent slot per kept token.
 
 Notation: B batch, T source-model tokens (valid first, then padding), d source-model width,
-M slots (= the encoder's ``n_slots``), H head tokens kept, W = M - H window tokens, d_z latent width.
+W slots (= the encoder's ``wire_slots``: every slot on the wire), H head tokens kept, n_win = W - H
+window tokens, d_z latent width.
 
-Why: pooling a ~180-token context into M slots lost the answer span in every pooled encoder
+Why: pooling a ~180-token context into W slots lost the answer span in every pooled encoder
 (docs/experiments.md; the earlier attempt saw the same), while per-token representations keep it.
 This encoder keeps sequence length but spends it where the answer is:
 
 1. The content text ("Question: …\\nContext: …") is tokenised by the frozen ``source_model``.
-2. The head — the tokens before the first ``head_marker`` (the question), at most ``M // 2`` —
+2. The head — the tokens before the first ``head_marker`` (the question), at most ``W // 2`` —
    is always kept.
 3. A relevance scorer (LayerNorm → MLP) over the frozen layer-``source_layer`` hidden states gives
    one answer-start logit per remaining token. Because the question comes first and the source
@@ -17,10 +18,10 @@ This encoder keeps sequence length but spends it where the answer is:
    content words among the ``lexical_window`` tokens around each token (relative to the text's
    densest stretch): on 400 validation questions
    the densest-overlap window alone holds the gold answer start for 57 % of them, against 26 % for
-   the first 48 tokens (what the token budget keeps) and 23 % for a random window. A window of W
-   consecutive tokens starting ``lead`` · W tokens before the best-scoring token is kept.
+   the first 48 tokens (what the token budget keeps) and 23 % for a random window. A window of n_win
+   consecutive tokens starting ``lead`` · n_win tokens before the best-scoring token is kept.
 4. Z = projection of the kept tokens' features (``features``: the frozen input embeddings, or the
-   hidden states) plus a learned slot embedding: (B, M, d_z). Short texts are padded with a
+   hidden states) plus a learned slot embedding: (B, W, d_z). Short texts are padded with a
    learned pad vector.
 
 Training signal: the receivers' losses reach the projection and slot embeddings through Z; the
@@ -80,25 +81,25 @@ def answer_char_start(text: str, answers: list[str], after: int = 0) -> int:
     return -1
 
 
-def head_length(text: str, offsets: list[tuple[int, int]], marker: str, n_slots: int) -> int:
-    """Tokens that end at or before the first ``marker`` (the question), at most ``n_slots // 2``."""
+def head_length(text: str, offsets: list[tuple[int, int]], marker: str, wire_slots: int) -> int:
+    """Tokens that end at or before the first ``marker`` (the question), at most ``wire_slots // 2``."""
     cut = text.find(marker) if marker else -1
     if cut < 0:
         return 0
     n = sum(1 for _, end in offsets if end <= cut + len(marker))
-    return min(n, n_slots // 2)
+    return min(n, wire_slots // 2)
 
 
-def kept_window(n_head: int, length: int, start_tok: int, n_slots: int, lead: float) -> list[int]:
+def kept_window(n_head: int, length: int, start_tok: int, wire_slots: int, lead: float) -> list[int]:
     """Token indices kept for one text of ``length`` tokens: its ``n_head`` head tokens, then a window
-    of ``n_slots - n_head`` consecutive tokens starting ``lead`` of the window before ``start_tok``
-    (clamped into the text); every token when the text fits in ``n_slots``."""
-    if length <= n_slots:
+    of ``wire_slots - n_head`` consecutive tokens starting ``lead`` of the window before ``start_tok``
+    (clamped into the text); every token when the text fits in ``wire_slots``."""
+    if length <= wire_slots:
         return list(range(length))
-    W = n_slots - n_head
-    s = start_tok - int(lead * W)
-    s = max(n_head, min(s, length - W))
-    return list(range(n_head)) + list(range(s, s + W))
+    n_win = wire_slots - n_head
+    s = start_tok - int(lead * n_win)
+    s = max(n_head, min(s, length - n_win))
+    return list(range(n_head)) + list(range(s, s + n_win))
 
 
 def overlap_density(indicator: torch.Tensor, window: int) -> torch.Tensor:
@@ -116,7 +117,7 @@ class SelectEncoder(EncoderDefaults, nn.Module):
 
     reads_answers = True  # training hands it the gold answers for the scorer's loss
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
         lm = get_source_model(args, models or {})
         if not lm.tokenizer.is_fast:
@@ -125,7 +126,7 @@ class SelectEncoder(EncoderDefaults, nn.Module):
             )
         trunk = build_trunk(lm, args.source_layer, 0)
         self.source = SourceReader(lm, args.max_enc_tokens, trunk)
-        self.n_slots, self.d_z = n_slots, args.d_z
+        self.wire_slots, self.d_z = wire_slots, args.d_z
         self.features, self.lead, self.head_marker = args.select_features, args.select_lead, args.head_marker
         self.teacher_window = args.teacher_window
         d_src = lm.model.get_input_embeddings().weight.shape[1]
@@ -144,8 +145,8 @@ class SelectEncoder(EncoderDefaults, nn.Module):
             with torch.no_grad():
                 self.token_proj[1].weight.copy_(torch.eye(d_src))
                 self.token_proj[1].bias.zero_()
-        self.slot_emb = nn.Parameter(torch.zeros(n_slots, args.d_z))  # (M, d_z): where in the window
-        self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) fills slots of texts shorter than M
+        self.slot_emb = nn.Parameter(torch.zeros(wire_slots, args.d_z))  # (W, d_z): where in the window
+        self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) fills slots of texts shorter than W
         # lexical prior: weight of the question-overlap density in the start logits (learned)
         self.lex_window = args.lexical_window
         if args.lexical_prior:
@@ -161,11 +162,11 @@ class SelectEncoder(EncoderDefaults, nn.Module):
         return ids.to(dev), mask.to(dev), offsets
 
     def _head_len(self, text: str, offsets: list[tuple[int, int]]) -> int:
-        return head_length(text, offsets, self.head_marker, self.n_slots)
+        return head_length(text, offsets, self.head_marker, self.wire_slots)
 
     def forward(self, texts: list[str], answers: list[list[str]] | None = None) -> torch.Tensor:
         feats, rows, _, _ = self._select(texts, answers)
-        return self._gather(feats, rows)  # (B, M, d_z)
+        return self._gather(feats, rows)  # (B, W, d_z)
 
     @torch.no_grad()
     def kept_tokens(self, texts: list[str]) -> list[dict]:
@@ -238,13 +239,13 @@ class SelectEncoder(EncoderDefaults, nn.Module):
         return next((j for j, (s, e) in enumerate(offsets) if s <= c < e), -1)
 
     def _kept(self, n_head: int, length: int, start_tok: int) -> list[int]:
-        return kept_window(n_head, length, start_tok, self.n_slots, self.lead)
+        return kept_window(n_head, length, start_tok, self.wire_slots, self.lead)
 
     def _gather(self, feats: torch.Tensor, rows: list[list[int]]) -> torch.Tensor:
-        """Projected features of the kept tokens, padded to M, plus slot embeddings: (B, M, d_z)."""
-        B, M = feats.shape[0], self.n_slots
+        """Projected features of the kept tokens, padded to W, plus slot embeddings: (B, W, d_z)."""
+        B, W = feats.shape[0], self.wire_slots
         x = self.token_proj(feats)  # (B, T, d_z)
-        out = self.pad.expand(B, M, self.d_z).clone()  # (B, M, d_z)
+        out = self.pad.expand(B, W, self.d_z).clone()  # (B, W, d_z)
         for i, r in enumerate(rows):
             out[i, : len(r)] = x[i, r]
         return out + self.slot_emb

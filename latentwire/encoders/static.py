@@ -16,19 +16,19 @@ from latentwire.encoders.core import ENCODERS, EncoderArgs, EncoderDefaults, Sou
 
 @ENCODERS.register("static")
 class StaticBank(EncoderDefaults, nn.Module):
-    """One learned bank (M, d_z), returned for every text: Z (B, M, d_z) float32."""
+    """One learned bank (W, d_z), returned for every text: Z (B, W, d_z) float32."""
 
     # Identical outputs for every input are this control's nature, not a training failure: training
     # does not stop it as collapsed (evaluation still reports its diversity and flags it).
     input_independent = True
 
-    def __init__(self, args: EncoderArgs, n_slots: int, models: SourceModels | None = None) -> None:
+    def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
-        self.n_slots, self.d_z = n_slots, args.d_z
+        self.wire_slots, self.d_z = wire_slots, args.d_z
         # Unit scale, like the LayerNorm outputs of the other encoders, so adapters see the same
         # input statistics whichever encoder feeds them.
-        self.bank = nn.Parameter(torch.randn(n_slots, args.d_z))  # (M, d_z)
+        self.bank = nn.Parameter(torch.randn(wire_slots, args.d_z))  # (W, d_z)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         # A copy, not an expanded view: callers may write into Z (controls, wire round trips).
-        return self.bank.expand(len(texts), -1, -1).clone()  # (B, M, d_z)
+        return self.bank.expand(len(texts), -1, -1).clone()  # (B, W, d_z)

@@ -1,10 +1,12 @@
 """The interlingua: one encoder writes Z, per-model adapters turn it into each model's soft tokens.
 
-Z holds ``n_shared`` slots every receiver reads plus ``n_private`` slots per receiver, all under one
-total budget ``M = n_shared + n_models * n_private`` (that is what goes over the wire). Receiver
-``m`` reads ``[shared | private_m]`` (``n_shared + n_private`` slots) through its adapter.
+Z holds ``n_shared`` slots every receiver reads plus ``n_private`` slots per receiver:
+``W = n_shared + n_models * n_private`` wire slots (``total_slots``, ``wire_slots``: what goes over
+the wire). Receiver ``m`` reads ``[shared | private_m]``, ``M = n_shared + n_private`` slots
+(``read_slots``: what budget-M and the comparators match), through its adapter.
 
-Shapes: B batch, M total slots, d_z latent width, d model width of a receiver.
+Shapes: B batch, W wire slots, M slots one receiver reads, d_z latent width, d model width of a
+receiver.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ class LatentArgs:
         return "+".join(parts) + ("+lora" if self.lora.rank else "")
 
     def total_slots(self, n_models: int) -> int:
+        """W: the slots on the wire (every receiver's shared and private), what the encoder writes."""
         return self.n_shared + n_models * self.n_private
 
     def read_slots(self) -> int:
+        """M: the slots one receiver reads (shared + its private), what budget-M matches."""
         return self.n_shared + self.n_private
 
 
@@ -154,7 +158,7 @@ class Interlingua(nn.Module):
         )
         self.embed_rms = {n: r.embed_rms for n, r in receivers.items()}
         self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
-        self._memo: dict[str, torch.Tensor] | None = None  # text -> Z row (M, d_z); see memoize_latents
+        self._memo: dict[str, torch.Tensor] | None = None  # text -> Z row (W, d_z); see memoize_latents
         self._frozen: list[nn.Module] = []  # modules kept frozen in eval mode (see freeze_except)
         self._frozen_lora: set[str] = set()  # receivers whose LoRA is frozen
 
@@ -177,7 +181,7 @@ class Interlingua(nn.Module):
         return self
 
     def wire_slots(self) -> int:
-        """Slots Z carries over the wire (M): shared + private of each wire receiver."""
+        """Slots Z carries over the wire (W): shared + private of each wire receiver."""
         return self.args.total_slots(len(self.wire_names))
 
     def attach_lora(self, name: str, model: nn.Module) -> None:
@@ -198,8 +202,8 @@ class Interlingua(nn.Module):
         return own + lora
 
     def read(self, z: torch.Tensor, name: str) -> Reading:
-        """Receiver ``name``'s view of Z (B, M, d_z) through every enabled reading head."""
-        slots = self.slots_for(z, name)  # (B, S, d_z)
+        """Receiver ``name``'s view of Z (B, W, d_z): its M slots through every enabled reading head."""
+        slots = self.slots_for(z, name)  # (B, M, d_z)
         key = _key(name)
         soft = self.adapters[key](slots) if self.args.shallow else None
         prefix = self.deep[key](slots) if self.args.deep_prefix.enabled else None
@@ -229,7 +233,7 @@ class Interlingua(nn.Module):
         return S * shallow + markers + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 
     def encode(self, texts: Sequence[str], answers: Sequence[list[str]] | None = None) -> torch.Tensor:
-        """Z for a batch of content texts. Returns (B, M, d_z).
+        """Z for a batch of content texts. Returns (B, W, d_z).
 
         ``answers`` (training only): the gold answers, handed to encoders that train an auxiliary
         head on them (``reads_answers``, e.g. ``select``'s scorer); evaluation never passes them, and
@@ -244,7 +248,7 @@ class Interlingua(nn.Module):
         if missing:  # only texts not seen before are encoded, in one batch
             for t, row in zip(missing, self.encoder(missing)):
                 self._memo[t] = row
-        return torch.stack([self._memo[t] for t in texts])  # (B, M, d_z)
+        return torch.stack([self._memo[t] for t in texts])  # (B, W, d_z)
 
     def memoize_latents(self, on: bool = True) -> None:
         """Evaluation only: remember Z per text, so the variants, controls, receivers and joint
@@ -326,7 +330,7 @@ def _key(name: str) -> str:
 
 
 def mean_pairwise_cosine(z: torch.Tensor) -> float:
-    """Mean cosine similarity between different examples' flattened Z (collapse gauge). z: (B, M, d_z)."""
+    """Mean cosine similarity between different examples' flattened Z (collapse gauge). z: (B, W, d_z)."""
     B = z.shape[0]
     if B < 2:
         return float("nan")

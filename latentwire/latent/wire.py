@@ -1,16 +1,16 @@
 """The wire: Z quantized for transmission, as evaluation variants (``latent.wire.formats``).
 
-Shapes: B batch, M slots, d_z latent width, S sub-vectors per slot, K = 2^bits centroids, d_s = d_z / S.
+Shapes: B batch, W slots, d_z latent width, S sub-vectors per slot, K = 2^bits centroids, d_s = d_z / S.
 
 Formats and their bytes per message (what :func:`wire_bytes` counts, beside the UTF-8 bytes of the
 content the latent replaces):
 
 - ``int8`` / ``int4``: symmetric per-slot quantization, q = round(z / s) clipped to ±(2^(b-1) - 1),
-  one fp16 scale s = max|z_slot| / (2^(b-1) - 1) per slot: M × d_z × b / 8 + 2 M bytes.
+  one fp16 scale s = max|z_slot| / (2^(b-1) - 1) per slot: W × d_z × b / 8 + 2 W bytes.
 - ``pq``: a **learned** product quantizer. Each slot is cut into S sub-vectors of d_s dims; each
   sub-vector is sent as the index of its nearest centroid in a per-subspace codebook of K = 2^bits
   centroids, learned by k-means on the Z of ``pq_fit_examples`` TRAIN-split texts (never the
-  evaluated ones): M × S × bits / 8 bytes. The codebooks (S × K × d_s fp16) are shared once
+  evaluated ones): W × S × bits / 8 bytes. The codebooks (S × K × d_s fp16) are shared once
   beforehand, not per message; their size is reported as ``codebook_bytes``.
 
 The receiver gets the dequantized Z (:meth:`Wire.roundtrip`), through the same reading heads.
@@ -56,9 +56,9 @@ class WireArgs:
 
 
 def quantize_roundtrip(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Z after symmetric per-slot ``bits``-bit quantization with fp16 scales and back. z: (B, M, d_z)."""
+    """Z after symmetric per-slot ``bits``-bit quantization with fp16 scales and back. z: (B, W, d_z)."""
     qmax = 2 ** (bits - 1) - 1
-    # (B, M, 1), sent as fp16: clamp to fp16's smallest normal, or tiny slots underflow to 0 → NaN
+    # (B, W, 1), sent as fp16: clamp to fp16's smallest normal, or tiny slots underflow to 0 → NaN
     scale = (z.abs().amax(dim=-1, keepdim=True) / qmax).clamp(min=torch.finfo(torch.float16).tiny)
     scale = scale.half().float()
     return (z / scale).round().clamp(-qmax, qmax) * scale
@@ -106,16 +106,16 @@ class ProductQuantizer:
         return self
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (B, M, S) long of Z (B, M, d_z): each sub-vector's nearest centroid."""
-        B, M, _ = z.shape
-        sub = z.float().reshape(B * M, self.S, -1).transpose(0, 1)  # (S, B·M, d_s)
-        codes = _nearest(sub, self.codebooks.to(z.device))  # (S, B·M)
-        return codes.T.reshape(B, M, self.S)
+        """Codes (B, W, S) long of Z (B, W, d_z): each sub-vector's nearest centroid."""
+        B, W, _ = z.shape
+        sub = z.float().reshape(B * W, self.S, -1).transpose(0, 1)  # (S, B·W, d_s)
+        codes = _nearest(sub, self.codebooks.to(z.device))  # (S, B·W)
+        return codes.T.reshape(B, W, self.S)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Z (B, M, d_z) float32 from codes (B, M, S)."""
+        """Z (B, W, d_z) float32 from codes (B, W, S)."""
         cb = self.codebooks.to(codes.device)  # (S, K, d_s)
-        parts = cb[torch.arange(self.S, device=codes.device), codes]  # (B, M, S, d_s)
+        parts = cb[torch.arange(self.S, device=codes.device), codes]  # (B, W, S, d_s)
         return parts.reshape(*codes.shape[:2], self.d_z)
 
     def codebook_bytes(self) -> int:
@@ -130,13 +130,13 @@ def _nearest(sub: torch.Tensor, c: torch.Tensor, chunk: int = 4096) -> torch.Ten
     )
 
 
-def wire_bytes(fmt: str, n_slots: int, d_z: int, args: WireArgs) -> int:
-    """Bytes of one message of Z (M = ``n_slots`` × ``d_z``) in wire format ``fmt`` (see module doc)."""
+def wire_bytes(fmt: str, wire_slots: int, d_z: int, args: WireArgs) -> int:
+    """Bytes of one message of Z (W = ``wire_slots`` × ``d_z``) in wire format ``fmt`` (see module doc)."""
     if fmt in ("int8", "int4"):
         bits = 8 if fmt == "int8" else 4
-        return math.ceil(n_slots * d_z * bits / 8) + 2 * n_slots
+        return math.ceil(wire_slots * d_z * bits / 8) + 2 * wire_slots
     if fmt == "pq":
-        return math.ceil(n_slots * args.pq_subvectors * args.pq_bits / 8)
+        return math.ceil(wire_slots * args.pq_subvectors * args.pq_bits / 8)
     raise ValueError(f"unknown wire format {fmt!r}; choose from {WIRE_FORMATS}")
 
 
@@ -161,7 +161,7 @@ class Wire:
         self.pq.fit(z.reshape(-1, self.d_z), self.args.pq_iters, self.args.seed)
 
     def roundtrip(self, z: torch.Tensor, fmt: str) -> torch.Tensor:
-        """What the receiver gets: Z (B, M, d_z) encoded to ``fmt`` and decoded."""
+        """What the receiver gets: Z (B, W, d_z) encoded to ``fmt`` and decoded."""
         if fmt in ("int8", "int4"):
             return quantize_roundtrip(z, 8 if fmt == "int8" else 4)
         if fmt == "pq":
@@ -170,9 +170,9 @@ class Wire:
             return self.pq.decode(self.pq.encode(z)).to(z.dtype)
         raise ValueError(f"unknown wire format {fmt!r}; choose from {WIRE_FORMATS}")
 
-    def facts(self, fmt: str, n_slots: int) -> dict:
+    def facts(self, fmt: str, wire_slots: int) -> dict:
         """Payload bytes of ``fmt`` (and the codebook's one-off size for pq) for a metrics file."""
-        out = {"payload_bytes": wire_bytes(fmt, n_slots, self.d_z, self.args), "wire_format": fmt}
+        out = {"payload_bytes": wire_bytes(fmt, wire_slots, self.d_z, self.args), "wire_format": fmt}
         if fmt == "pq":
             out["codebook_bytes"] = self.pq.codebook_bytes() if self.pq else None
             out["pq"] = {"subvectors": self.args.pq_subvectors, "bits": self.args.pq_bits}

@@ -17,6 +17,7 @@ from latentwire.config import ConfigError, from_dict, merge_configs, to_dict
 from latentwire.data.prepare import DatasetArgs
 from latentwire.encoders import source_model_name
 from latentwire.models import ModelSpec
+from latentwire.plan.stages import expand_seeds
 from latentwire.prompt import PromptArgs
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.pretrain import PretrainRunArgs
@@ -80,9 +81,13 @@ def configured_baselines(config: dict[str, Any]) -> list[str]:
     return names + (["closed"] if b.get("closed_book", True) else [])
 
 
-def parse_experiments(config: dict[str, Any], registry: dict[str, ModelSpec]) -> dict[str, LatentRunArgs]:
+def parse_experiments(
+    config: dict[str, Any], registry: dict[str, ModelSpec]
+) -> tuple[dict[str, LatentRunArgs], dict[str, str]]:
     """``latent.experiments`` and the ``latent.sweep`` product, less ``latent.drop``, each merged over
-    ``latent.defaults`` (which sits over the top-level ``prompt`` and ``eval``) and validated."""
+    ``latent.defaults`` (which sits over the top-level ``prompt`` and ``eval``) and validated; an
+    experiment listing ``seeds`` is one run per seed (:func:`latentwire.plan.stages.expand_seeds`).
+    Returns the runs and each run's preset (the experiment name it comes from)."""
     lat = config.get("latent") or {}
     experiments = {}
     named = dict(lat.get("experiments") or {})
@@ -95,7 +100,13 @@ def parse_experiments(config: dict[str, Any], registry: dict[str, ModelSpec]) ->
     if unknown:
         raise ConfigError(f"latent.drop: {unknown} are not experiments (have {sorted(named)})")
     named = {exp: o for exp, o in named.items() if exp not in dropped}
-    for exp, overrides in named.items():
+    runs, presets = {}, {}
+    for name, overrides in named.items():
+        for exp, (preset, o) in expand_seeds(name, overrides).items():
+            if exp in runs or (exp != name and exp in named):
+                raise ConfigError(f"latent.experiments.{name}.seeds: run {exp!r} is also an experiment")
+            runs[exp], presets[exp] = o, preset
+    for exp, overrides in runs.items():
         overrides = dict(overrides or {})
         read_slots = overrides.pop(READ_SLOTS, None)
         merged = merge_configs(
@@ -125,7 +136,7 @@ def parse_experiments(config: dict[str, Any], registry: dict[str, ModelSpec]) ->
                 f"latent.experiments.{exp}.latent.encoder.source_model: {source!r} not in registry "
                 f"{config['registry']}; known: {sorted(registry)}"
             )
-    return experiments
+    return experiments, presets
 
 
 def head_overrides(value: str) -> dict:

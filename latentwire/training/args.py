@@ -77,6 +77,11 @@ class TrainArgs:
             f"in [0, steps = {self.steps}]",
         )
 
+    def stage_a_end(self) -> int:
+        """Steps of Stage A (A0: ``encoder_warmup_steps``, A: ``stage_a_steps``), where Stage B starts:
+        the ``stage_a`` job runs steps 1..this, ``stage_b`` the rest to ``steps``."""
+        return min(self.steps, max(self.encoder_warmup_steps, self.stage_a_steps))
+
 
 @dataclass
 class LatentRunArgs:

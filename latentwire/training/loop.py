@@ -76,6 +76,9 @@ def train(
     il: Interlingua | None = None,
     identity_extra: dict | None = None,
     init_from: str | Path | None = None,
+    stop_at: int | None = None,
+    handoff: str | Path | None = None,
+    init_state: str | Path | None = None,
 ) -> dict:
     """Train, validate, checkpoint; write the outputs; return the summary.
 
@@ -96,6 +99,13 @@ def train(
 
     ``teacher_paths``: one teacher-logit cache per receiver (order of ``lms``) for KD; None (or a
     None entry) runs that receiver's text teacher on the fly. Ignored when ``loss.w_kd`` is 0.
+
+    One trajectory in two jobs (the workflow's ``stage_a`` and ``stage_b``): ``stop_at`` ends this job
+    after that many steps (Stage A: ``train.stage_a_end()``; the schedule stays the one of
+    ``train.steps``) and ``handoff`` receives the whole resumable state there (written even after 0
+    steps: then the initial weights); ``init_state`` (a Stage A handoff of the same run) is where this
+    job starts when its own ``state_dir`` has no state yet. Split this way, the steps, the optimizer,
+    the schedule and the random states are those of one uninterrupted run.
     """
     out_dir = Path(out_dir)
     t = run.train
@@ -123,6 +133,9 @@ def train(
         teachers = load_teacher_caches(lms, teacher_paths, run.prompt, run.loss.k_tokens, ids)
     val_rows = select_examples(val_df, EvalArgs(n_examples=t.val_examples, seed=t.seed))
     unit = resume(state_path, key, il, opt, sched, continues_schedule(t))
+    if init_state and unit["step"] == 0:  # no state of its own (or none this schedule continues)
+        unit = resume(Path(init_state), key, il, opt, sched, continues_schedule(t))
+    stop = t.steps if stop_at is None else min(stop_at, t.steps)
     static_z = il.encoder.input_independent  # a soft-prompt control: never "collapsed"
     b_lms = [lm for lm in lms if not t.stage_b_models or lm.spec.name in t.stage_b_models]
     step, best, stopped = unit["step"], unit["best"], unit["stopped"]
@@ -130,7 +143,7 @@ def train(
     t0, seconds = time.time(), unit["train_seconds"]
     skips = SkipBudget.from_records(t.steps, "train", records)
     il.train()
-    while step < t.steps and stopped == "completed":
+    while step < stop and stopped == "completed":
         rng = np.random.default_rng(t.seed * 1_000_003 + step)  # per-step RNG: resumable without state
         n = t.batch_size * t.accum_steps  # accum_steps micro-batches of batch_size
         batch = [train_rows[i] for i in rng.choice(len(train_rows), n, replace=False)]
@@ -168,6 +181,10 @@ def train(
             unit = {"step": step, "best": best, "stopped": stopped, "records": records}
             unit.update(best_weights=best_weights, train_seconds=seconds + time.time() - t0)
             save_checkpoint(state_path, pack(key, il, opt, sched, t.steps, unit))
+    if handoff:  # Stage A's end, whole: Stage B resumes from it as from its own state
+        unit = {"step": step, "best": best, "stopped": stopped, "records": records}
+        unit.update(best_weights=best_weights, train_seconds=seconds + time.time() - t0)
+        save_checkpoint(Path(handoff), pack(key, il, opt, sched, t.steps, unit))
     summary = {
         "steps": step,
         "best": best,
@@ -177,6 +194,10 @@ def train(
         "skipped_nonfinite_steps": skips.skipped,
         "state": str(state_path),
     }
+    if handoff:  # a Stage A job: say where it stopped, and that 0 steps hand over the initial state
+        summary.update(stop_at=stop, handoff=str(handoff))
+        if stop == 0:
+            summary["note"] = "no Stage A steps (encoder_warmup_steps = stage_a_steps = 0): initial state"
     write_outputs(
         out_dir, best_weights if best_weights is not None else trainable_weights(il), records, summary
     )

@@ -49,7 +49,7 @@ def test_shape_dtype_and_attributes(name, minilm):
     enc = build(name)
     z = enc(TEXTS)
     assert z.shape == (B, M, D_Z) and z.dtype == torch.float32
-    assert (enc.n_slots, enc.d_z) == (M, D_Z)
+    assert (enc.wire_slots, enc.d_z) == (M, D_Z)
     assert torch.isfinite(enc(["", "x"])).all()  # empty and one-character texts are fine
 
 
@@ -143,7 +143,7 @@ def test_every_encoder_meets_the_encoder_protocol(name, minilm):
 def test_build_encoder_refuses_a_module_without_the_encoder_attributes():
     from torch import nn
 
-    ENCODERS.register("bare-test")(lambda args, n_slots, models: nn.Linear(2, 2))
+    ENCODERS.register("bare-test")(lambda args, wire_slots, models: nn.Linear(2, 2))
     try:
         with pytest.raises(TypeError, match="'bare-test': Linear lacks the Encoder attributes"):
             build_encoder(EncoderArgs(name="bare-test", d_z=D_Z), M)

@@ -69,7 +69,7 @@ def test_shape_dtype_and_attributes(case, tiny_lm):
     enc = build(tiny_lm, case)
     z = enc(TEXTS)
     assert z.shape == (len(TEXTS), M, D_Z) and z.dtype == torch.float32
-    assert (enc.n_slots, enc.d_z) == (M, D_Z)
+    assert (enc.wire_slots, enc.d_z) == (M, D_Z)
     assert torch.isfinite(enc(["", "x"])).all()  # empty and one-character texts are fine
 
 

@@ -24,27 +24,27 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _enc(lm, n_slots=8, **kw):
+def _enc(lm, wire_slots=8, **kw):
     base = dict(
         name="pooled-lm", source_model=lm.spec.name, d_z=32, drop_last=0, train_layers=1, pool_factor=4
     )
     torch.manual_seed(0)
-    return build_encoder(EncoderArgs(**{**base, **kw}), n_slots, {lm.spec.name: lm})
+    return build_encoder(EncoderArgs(**{**base, **kw}), wire_slots, {lm.spec.name: lm})
 
 
 def test_group_bounds_factor_and_cap():
     lengths = torch.tensor([1, 7, 8, 9, 40])
-    start, end, valid = group_bounds(lengths, n_slots=5, factor=4, mode="factor")
+    start, end, valid = group_bounds(lengths, wire_slots=5, factor=4, mode="factor")
     assert valid.sum(1).tolist() == [1, 2, 2, 3, 5]  # ceil(L / 4), capped at 5 (40 → groups of 8)
     assert [n_groups(int(n), 5, 4, "factor") for n in lengths] == [1, 2, 2, 3, 5]
     assert start[4].tolist() == [0, 8, 16, 24, 32] and end[4].tolist() == [8, 16, 24, 32, 40]
     assert end[1, :2].tolist() == [4, 7]  # the last group of a text stops at its end
-    s, e, v = group_bounds(lengths, n_slots=5, factor=4, mode="fixed")
+    s, e, v = group_bounds(lengths, wire_slots=5, factor=4, mode="fixed")
     assert bool(v.all()) and bool((e > s).all()) and (e[:, -1] == lengths).all()
 
 
 def test_slots_and_pad(tiny_lm):
-    enc = _enc(tiny_lm, n_slots=8)
+    enc = _enc(tiny_lm, wire_slots=8)
     ids, mask = enc.tokenize(TEXTS)
     with torch.no_grad():
         z = enc(TEXTS)
@@ -53,7 +53,7 @@ def test_slots_and_pad(tiny_lm):
         m = n_groups(L, 8, 4, "factor")
         assert torch.equal(z[i, m:], enc.pad.expand(8 - m, -1))  # pad slots are the learned pad
         assert not torch.allclose(z[i, m - 1], enc.pad)
-    fixed = _enc(tiny_lm, n_slots=8, pool_mode="fixed")
+    fixed = _enc(tiny_lm, wire_slots=8, pool_mode="fixed")
     assert fixed.last_stats == {} and fixed(TEXTS).shape == (3, 8, 32)
     assert fixed.last_stats["filled_slots"] == 8
 
@@ -62,7 +62,7 @@ def test_pool_factor_one_causal_is_the_model(tiny_lm):
     """Groups of one token under the causal mask: the pooled block is the model's own last layer, so Z
     (final norm, no projection) equals the model's last hidden state on the text's tokens."""
     d = tiny_lm.model.get_input_embeddings().weight.shape[1]
-    enc = _enc(tiny_lm, n_slots=64, d_z=d, pool_factor=1, bidirectional=False)
+    enc = _enc(tiny_lm, wire_slots=64, d_z=d, pool_factor=1, bidirectional=False)
     ids, mask = enc.tokenize(TEXTS[:1])
     with torch.no_grad():
         z = enc(TEXTS[:1])
@@ -75,7 +75,7 @@ def test_pool_factor_one_causal_is_the_model(tiny_lm):
 def test_each_slot_reads_its_text(tiny_lm, bidirectional):
     """d slot / d token embedding: bidirectional → every slot depends on every token of its text;
     causal → exactly on the tokens up to its group's end. Padding is never read."""
-    enc = _enc(tiny_lm, n_slots=8, bidirectional=bidirectional)
+    enc = _enc(tiny_lm, wire_slots=8, bidirectional=bidirectional)
     ids, mask = enc.tokenize(TEXTS[:2])
     e = tiny_lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
     z = enc.encode_embeds(e, mask)
@@ -94,7 +94,7 @@ def test_each_slot_reads_its_text(tiny_lm, bidirectional):
 
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_gradient_reaches_only_trainable(tiny_lm, lora_rank):
-    enc = _enc(tiny_lm, n_slots=8, lora_rank=lora_rank)
+    enc = _enc(tiny_lm, wire_slots=8, lora_rank=lora_rank)
     z = enc(TEXTS)
     (z - 1).pow(2).sum().backward()
     trainable = [(n, p) for n, p in enc.named_parameters() if p.requires_grad]
@@ -115,7 +115,7 @@ def test_gradient_reaches_only_trainable(tiny_lm, lora_rank):
 
 def test_training_leaves_the_source_model_alone(tiny_lm):
     before = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
-    enc = _enc(tiny_lm, n_slots=8, train_layers=-1)
+    enc = _enc(tiny_lm, wire_slots=8, train_layers=-1)
     opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=1.0)
     enc(TEXTS).pow(2).sum().backward()
     opt.step()
@@ -123,7 +123,7 @@ def test_training_leaves_the_source_model_alone(tiny_lm):
 
 
 def test_checkpoint_round_trip_bit_identical(tiny_lm, tmp_path):
-    enc = _enc(tiny_lm, n_slots=8, lora_rank=4)
+    enc = _enc(tiny_lm, wire_slots=8, lora_rank=4)
     with torch.no_grad():
         for p in enc.parameters():
             if p.requires_grad:
@@ -131,12 +131,12 @@ def test_checkpoint_round_trip_bit_identical(tiny_lm, tmp_path):
         z = enc(TEXTS)
     save_file(trainable_state_dict(enc), str(tmp_path / "enc.safetensors"))
     torch.manual_seed(1)
-    other = _enc(tiny_lm, n_slots=8, lora_rank=4)
+    other = _enc(tiny_lm, wire_slots=8, lora_rank=4)
     load_trainable_state_dict(other, load_file(str(tmp_path / "enc.safetensors")))
     with torch.no_grad():
         assert torch.equal(other(TEXTS), z)
     with pytest.raises(KeyError):
-        load_trainable_state_dict(_enc(tiny_lm, n_slots=8), load_file(str(tmp_path / "enc.safetensors")))
+        load_trainable_state_dict(_enc(tiny_lm, wire_slots=8), load_file(str(tmp_path / "enc.safetensors")))
 
 
 def test_pooled_queries_sit_at_their_groups_mean_position_in_bf16(tiny_lm, monkeypatch):
@@ -144,7 +144,7 @@ def test_pooled_queries_sit_at_their_groups_mean_position_in_bf16(tiny_lm, monke
     the exact group means (groups of 3 near token 300; bf16 weights of 1/3 put them ~0.6 off)."""
     import copy
 
-    enc = _enc(tiny_lm, n_slots=100, pool_factor=3)
+    enc = _enc(tiny_lm, wire_slots=100, pool_factor=3)
     layer = copy.deepcopy(enc.top[-1]).to(torch.bfloat16)
     T, d = 300, enc.source.embed.weight.shape[1]
     h = torch.randn(1, T, d, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
@@ -169,7 +169,7 @@ def test_lower_layers_are_bidirectional(tiny_lm):
     """With ``bidirectional`` the layers below the pooled block read every token of the text too
     (the first token's state depends on the last one); without it they keep the causal mask."""
     for bidirectional in (True, False):
-        enc = _enc(tiny_lm, n_slots=8, bidirectional=bidirectional)
+        enc = _enc(tiny_lm, wire_slots=8, bidirectional=bidirectional)
         assert len(enc.source.layers) >= 1
         ids, mask = enc.tokenize(TEXTS[:1])
         e = tiny_lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)

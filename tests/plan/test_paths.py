@@ -14,9 +14,15 @@ def test_helpers_fill_the_rules_templates():
     assert paths.baseline_metrics("squad", "m", "text") == paths.inside(
         paths.BASELINE.format(dataset="squad", model="m", baseline="text"), "metrics.json"
     )
-    assert paths.latent_checkpoint("squad", "e") == paths.inside(
-        paths.LATENT.format(dataset="squad", exp="e"), paths.CHECKPOINT
+    cell = {"encoder": "select", "M": 48, "dz": 896, "head": "shallow", "preset": "e", "seed": 1}
+    run = "results/latent/squad/select/M48-dz896/shallow/e/seed1"
+    assert paths.latent_dir("squad", **cell) == paths.LATENT.format(dataset="squad", **cell) == run
+    assert paths.latent_checkpoint("squad", **cell) == f"{run}/stage_b/best.safetensors"
+    assert paths.latent_eval_dir("squad", **cell) == f"{run}/stage_c"
+    assert (
+        paths.inside(paths.LATENT, paths.HANDOFF).format(dataset="squad", **cell) == f"{run}/stage_a/state.pt"
     )
+    assert paths.LATENT_STATE.format(dataset="squad", **cell) == run.replace("results/", "results/state/")
     assert paths.tuned_metrics("squad", "m", "select-text-48", 1) == (
         "results/tuned/squad/m/select-text-48-s1/eval/metrics.json"
     )

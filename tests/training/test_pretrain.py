@@ -1,5 +1,5 @@
 """Pretraining of the pooled-lm encoder on two tiny receivers: only train-split articles are read,
-the loss goes down, the checkpoint starts a QA fine-tuning run (train_latent's code path) whose
+the loss goes down, the checkpoint starts a QA fine-tuning run (stage_a / stage_b's code path) whose
 loss goes down too, and the workflow-level compatibility check."""
 
 import json

@@ -102,7 +102,7 @@ def test_cli_trains_and_evaluates_a_tuned_ceiling(tiny_spec, tmp_path):
     assert {r["title"] for r in rows} == {"art0", "art1", "art2"}  # the bootstrap's clusters
 
 
-# --- resume (issue 16): the tune_text job keeps its state outside its outputs, like train_latent -----
+# --- resume (issue 16): the tune_text job keeps its state outside its outputs, like stage_a / stage_b --
 
 OUTPUTS = ("best.safetensors", "train_log.jsonl", "train_summary.json")
 

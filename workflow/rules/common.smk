@@ -4,6 +4,7 @@ import re
 from snakemake.utils import validate
 
 from latentwire.plan import paths
+from latentwire.plan.stages import CELL_WILDCARDS
 from latentwire.workflow import WorkflowPlan
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -19,6 +20,15 @@ wildcard_constraints:
     seed="[0-9]+",
     split="|".join(PLAN.splits),
     exp="|".join(map(re.escape, PLAN.experiments)) or "no-experiments",
+    # a latent run's stage wildcards (latentwire.plan.stages): the values its settings give
+    encoder="|".join(map(re.escape, PLAN.cell_values("encoder"))) or "no-experiments",
+    M="[0-9]+",
+    dz="[0-9]+",
+    head="|".join(map(re.escape, PLAN.cell_values("head"))) or "no-experiments",
+    preset="|".join(map(re.escape, PLAN.cell_values("preset"))) or "no-experiments",
+
+# a latent run's wildcards kept as wildcards through expand() (stage_c's per-receiver outputs)
+STAGE_WILDCARDS = {k: "{{%s}}" % k for k in ("dataset", *CELL_WILDCARDS)}
 
 # receivers added to a trained wire (latent.extensions): the {model} of the extend.smk rules
 EXTENSION_RECEIVERS = "|".join(map(re.escape, {x.args.receiver for x in PLAN.extensions.values()})) or "none"
@@ -76,12 +86,19 @@ def tuned_eval_windows(wildcards):
     return PLAN.tuned_windows(wildcards.dataset, wildcards.tuned, (PLAN.eval_split,))
 
 
+def run_of(wildcards):
+    """The latent run (experiment name) of a job: its {exp}, or its stage wildcards' run."""
+    if "exp" in wildcards.keys():
+        return wildcards.exp
+    return PLAN.run_at(dict(wildcards.items()))
+
+
 def latent_json(wildcards):
-    return PLAN.latent_json(wildcards.exp)
+    return PLAN.latent_json(run_of(wildcards))
 
 
 def encoder_manifest(wildcards):
-    return PLAN.encoder_manifest(wildcards.exp)
+    return PLAN.encoder_manifest(run_of(wildcards))
 
 
 def pretrain_json(wildcards):
@@ -93,11 +110,11 @@ def pretrain_encoder_manifest(wildcards):
 
 
 def pretrain_checkpoint(wildcards):
-    return PLAN.pretrain_checkpoint(wildcards.dataset, wildcards.exp)
+    return PLAN.pretrain_checkpoint(wildcards.dataset, run_of(wildcards))
 
 
 def wire_fit_data(wildcards):
-    return PLAN.wire_fit_data(wildcards.dataset, wildcards.exp)
+    return PLAN.wire_fit_data(wildcards.dataset, run_of(wildcards))
 
 
 def teacher_json(wildcards):
@@ -105,7 +122,7 @@ def teacher_json(wildcards):
 
 
 def teacher_inputs(wildcards):
-    return PLAN.teacher_inputs(wildcards.dataset, wildcards.exp)
+    return PLAN.teacher_inputs(wildcards.dataset, run_of(wildcards))
 
 
 def table_metrics(wildcards):
@@ -122,6 +139,10 @@ def extension_inputs(wildcards):
 
 def extension_reference(wildcards):
     return PLAN.extension_reference(wildcards.dataset, wildcards.exp)
+
+
+def reference_eval_dir(wildcards):
+    return PLAN.eval_dir(wildcards.dataset, wildcards.exp)
 
 
 def extend_json(wildcards):

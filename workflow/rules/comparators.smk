@@ -3,7 +3,7 @@
 #   (read by the select-text-M baselines and their tuned ceilings);
 # - tune_text / eval_tuned: LoRA on each receiver reading text or select-text-M, trained on the Stage B
 #   schedule and answer losses of comparators.tuned.like, one job per seed (k-shot prompts take their
-#   shots from the train split: tune-text's --train, eval-tuned's --shots-from). Like train_latent,
+#   shots from the train split: tune-text's --train, eval-tuned's --shots-from). Like stage_a/stage_b,
 #   tune_text keeps its resumable state in results/state/tuned/{dataset}/{model}/{tuned}-s{seed}/<run key>/,
 #   outside its declared outputs: a rerun after a kill resumes from the last validation.
 # select_windows reads only the run's content text (what the encoder reads), never a model's prompt.

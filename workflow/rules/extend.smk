@@ -1,7 +1,7 @@
 # A new receiver on a trained wire (latent.extensions), in results/extend/{dataset}/{exp}+{model}:
 # train only its reading head on the experiment's frozen, hash-checked checkpoint, then evaluate it
 # with controls and joint rescoring over every receiver; the old receivers' predictions are
-# checked against the experiment's own evaluation (wire_check.json).
+# checked against the experiment's own evaluation (its stage_c/, wire_check.json).
 
 
 rule add_receiver:
@@ -63,6 +63,7 @@ rule eval_added_receiver:
         cfg=latent_json,
         ext=extend_json,
         models=PLAN.models,
+        reference=reference_eval_dir,
     wildcard_constraints:
         model=EXTENSION_RECEIVERS,
     log:
@@ -82,5 +83,5 @@ rule eval_added_receiver:
         " --extend-json {params.ext:q} --exp {wildcards.exp} --checkpoint {input.checkpoint}"
         " --threads {threads} --data {input.data} --shots-from {input.train}"
         " --extension-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/train"
-        " --reference-eval results/latent/{wildcards.dataset}/{wildcards.exp}/eval"
+        " --reference-eval {params.reference:q}"
         " --out-dir results/extend/{wildcards.dataset}/{wildcards.exp}+{wildcards.model}/eval > {log} 2>&1"

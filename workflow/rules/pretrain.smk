@@ -1,6 +1,6 @@
 # Encoder pretraining (continuation + reconstruction through the frozen receivers, train-split
-# contexts only) per (dataset, pretrain run, seed); train_latent of an experiment whose encoder names
-# the run (latent.encoder.pretrained) starts from its checkpoint, at the experiment's train.seed.
+# contexts only) per (dataset, pretrain run, seed); stage_a and stage_b of an experiment whose
+# encoder names the run (latent.encoder.pretrained) start from its checkpoint, at its train.seed.
 
 
 rule pretrain_encoder:
