@@ -118,22 +118,25 @@ PROBE_TEXT = "Question: Who wrote 'Hamlet' in 1601?\nContext: William Shakespear
 _STAMP = "latentwire_source.json"
 
 
-_MEMO = "latentwire_digest.json"
+def digest_memo(folder: Path) -> Path:
+    """Where :func:`export_digest` remembers the digest of ``folder``: beside it, not inside."""
+    return folder.parent / f".{folder.name}.latentwire_digest.json"
 
 
 def export_digest(folder: Path) -> str:
-    """sha256 over a model folder's files (relative names and bytes, sorted; our stamp and memo
-    excluded).
+    """sha256 over a model folder's files (relative names and bytes, sorted; our stamp excluded).
 
     Hashing Qwen2.5-0.5B's 2 GB float32 export takes ~5 s, and every job that loads the model checks
-    it. In a folder we exported ourselves (it holds our stamp) the digest is memoized next to the
-    files, keyed by each file's name, size and mtime_ns (what make and git trust): a file rewritten
-    or replaced since changes its key and the folder is hashed again. Other folders are always hashed.
+    it. For a folder we exported ourselves (it holds our stamp) the digest is memoized beside the
+    folder (``.{name}.latentwire_digest.json`` in its parent, outside the hashed files, so older
+    checkouts sharing the folder see the same digest), keyed by each file's name, size and mtime_ns
+    (what make and git trust): a file rewritten or replaced since changes its key and the folder is
+    hashed again. Other folders are always hashed.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (_STAMP, _MEMO))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != _STAMP)
     key = [[f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    ours, memo = (folder / _STAMP).is_file(), folder / _MEMO
+    ours, memo = (folder / _STAMP).is_file(), digest_memo(folder)
     if ours and memo.is_file():
         try:
             saved = read_json(memo)
