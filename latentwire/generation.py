@@ -94,7 +94,7 @@ def generate_and_score(
     position = batch.position_ids[:, -1:]  # (B, 1)
     scored = None
     if answers is not None:
-        scored = _score_answers(model, copy.deepcopy(past), mask, position, first_logits, answers)
+        scored = score_answers(model, copy.deepcopy(past), mask, position, first_logits, answers)
     _sync(device)
     t2 = time.perf_counter()
     tokens: list[list[int]] = [[] for _ in range(B)]
@@ -127,8 +127,10 @@ def generate_and_score(
     return Generation(tokens, t1 - t0, t3 - t2, steps, scored)
 
 
-def _score_answers(model, past, mask, position, first_logits, answers) -> torch.Tensor:
-    """Teacher-forced logits for right-padded ``answers`` (B, A) continuing a prefilled cache."""
+def score_answers(model, past, mask, position, first_logits, answers) -> torch.Tensor:
+    """Teacher-forced logits (B, A, V) float32 for right-padded ``answers`` (B, A) continuing a
+    prefilled cache ``past`` (mutated: pass a copy to reuse it), whose prompt mask is ``mask``
+    (B, T), last position ids ``position`` (B, 1) and last-column logits ``first_logits`` (B, V)."""
     B, A = answers.shape
     ans_mask = (answers != -100).long()
     ids = answers.clamp(min=0)

@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from latentwire.encoders.core import EncoderArgs, SourceModels
@@ -148,11 +149,36 @@ class SourceReader:
             return self.lm.model.get_input_embeddings()(ids)
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``hidden_states[source_layer]`` (B, T, d) in the model's dtype.
+        """``hidden_states[source_layer]`` (B, T, d) in the model's dtype; padding positions are 0.
 
         Runs without a graph unless the trunk has LoRA and grad is enabled: then the frozen base
-        passes gradients through to the LoRA tensors only.
+        passes gradients through to the LoRA tensors only. The rows go through the trunk in groups
+        of similar length (:func:`length_groups`), each padded only to its own longest row: right
+        padding is invisible to a valid position under causal attention, so this is the same math
+        as one padded forward (equal to fp32 rounding, tested) for about half the columns on SQuAD.
         """
+        lengths = mask.sum(1).tolist()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.has_lora):
-            out = self.trunk(input_ids=ids, attention_mask=mask.long(), use_cache=False)
-        return out.last_hidden_state
+            parts, order = [], []
+            for rows in length_groups(lengths):
+                T = max(lengths[i] for i in rows)
+                idx = torch.tensor(rows, device=ids.device)
+                out = self.trunk(input_ids=ids[idx, :T], attention_mask=mask[idx, :T].long(), use_cache=False)
+                h = out.last_hidden_state * mask[idx, :T, None].to(out.last_hidden_state.dtype)  # (b, T, d)
+                parts.append(F.pad(h, (0, 0, 0, ids.shape[1] - T)))  # (b, T_max, d)
+                order += rows
+        inverse = torch.empty(len(order), dtype=torch.long, device=ids.device)
+        inverse[torch.tensor(order, device=ids.device)] = torch.arange(len(order), device=ids.device)
+        return torch.cat(parts)[inverse]  # (B, T, d), rows back in input order
+
+
+#: Rows per trunk forward in :meth:`SourceReader.hidden`: small enough that sorted neighbours have
+#: similar lengths, large enough that each matmul stays efficient (measured on 2 CPU cores, Qwen
+#: layer 8, 16 SQuAD texts: 8.0 s padded, 4.2 s in sorted groups of 4, 10.2 s one row at a time).
+GROUP_ROWS = 4
+
+
+def length_groups(lengths: list[int], rows: int = GROUP_ROWS) -> list[list[int]]:
+    """Row indices sorted by length (stable), cut into consecutive groups of at most ``rows``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s : s + rows] for s in range(0, len(order), rows)]

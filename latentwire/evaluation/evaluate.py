@@ -23,7 +23,7 @@ from latentwire.batching import PromptMaker, collate, pad_answers
 from latentwire.config import FieldError
 from latentwire.evaluation.metrics import ANSWER_METRICS, mean, percentile_summary, postprocess_answer
 from latentwire.generation import generate_and_score, stop_at_strings
-from latentwire.kv_prefix import with_prefix
+from latentwire.kv_prefix import KVPrefix, with_prefix
 from latentwire.models import LoadedModel
 from latentwire.models.loading import device_problem
 from latentwire.prompt import PromptArgs, answer_ids, cut_at_stop, eos_id, prompt_for, stop_strings
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: Max per-example NLL difference (nats/token) between cache scoring and the full forward that
 #: still counts as agreement (bf16 rounding differs between the two paths).
 SCORING_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
+
+#: Rows of the first batch on which cache scoring is checked against the full forward.
+CHECK_ROWS = 8
 
 #: Share of distinct predictions below which a system counts as collapsed.
 COLLAPSE_RATIO = 0.1
@@ -91,10 +94,12 @@ def evaluate(
     stops = stop_strings(prompt_args, chat)
     eos = eos_id(tok, lm.spec.eos_token)
     stop = {eos} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
-    rows: list[dict] = []
+    rows: dict[int, dict] = {}
     scoring: dict[str, Any] = {"method": "prefill-cache", "check_max_abs_nll_diff": None}
+    order = length_order(examples)
     for start in tqdm(range(0, len(examples), args.batch_size), desc=desc, mininterval=10):
-        chunk = list(examples[start : start + args.batch_size])
+        where = order[start : start + args.batch_size]  # positions in ``examples`` of this batch
+        chunk = [examples[j] for j in where]
         made = make_prompts([model_view(e) for e in chunk])
         prompts, facts, prefix = made.embeds, made.facts, made.prefix
         golds = [answer_ids(e["answers"][0], tok, prompt_args, chat, eos) for e in chunk]
@@ -111,22 +116,23 @@ def evaluate(
             **kw,
         )
         logits = gen.answer_logits
-        if scoring["check_max_abs_nll_diff"] is None or not via_cache:
+        if scoring["check_max_abs_nll_diff"] is None:
             # Scoring through a copy of the prefill cache saves a forward, but it is only trusted
             # once it matches the plain teacher-forced forward on the first batch (it did not on
-            # one CUDA setup); otherwise the full forward scores every batch.
-            batch, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
-            full = answer_logits(lm.model, batch, **kw)  # (B, A, V)
-            if scoring["check_max_abs_nll_diff"] is None:
-                diff = float((answer_nll(logits, gold) - answer_nll(full, gold)).abs().max())
-                scoring["check_max_abs_nll_diff"] = diff
-                if diff > SCORING_TOLERANCE.get(lm.dtype, 0.25):
-                    log.warning(
-                        "cache scoring differs from the full forward by %.3f nats; using the full forward",
-                        diff,
-                    )
-                    scoring["method"] = "full-forward"
-            logits = full if scoring["method"] == "full-forward" else logits
+            # one CUDA setup); otherwise the full forward scores every batch. The check reads the
+            # first CHECK_ROWS rows only: on a whole large batch it would cost a second prefill.
+            n = min(len(chunk), CHECK_ROWS)
+            full = _full_logits(lm, prompts[:n], golds[:n], head_rows(prefix, n))  # (n, A_n, V)
+            diff = answer_nll(logits[:n], gold[:n]) - answer_nll(full, pad_answers(golds[:n], lm.device))
+            scoring["check_max_abs_nll_diff"] = float(diff.abs().max())
+            if scoring["check_max_abs_nll_diff"] > SCORING_TOLERANCE.get(lm.dtype, 0.25):
+                log.warning(
+                    "cache scoring differs from the full forward by %.3f nats; using the full forward",
+                    scoring["check_max_abs_nll_diff"],
+                )
+                scoring["method"] = "full-forward"
+        if scoring["method"] == "full-forward":
+            logits = _full_logits(lm, prompts, golds, prefix)  # (B, A, V)
         nll = answer_nll(logits, gold).tolist()
         ranks = first_token_ranks(logits, gold).tolist()
         B = len(chunk)
@@ -151,8 +157,33 @@ def evaluate(
             }
             for name in ANSWER_METRICS.names():
                 row[name] = ANSWER_METRICS.get(name)(pred, ex["answers"])
-            rows.append(row)
-    return rows, {**summarize(rows, lm), "scoring": scoring}
+            rows[where[i]] = row
+    ordered = [rows[j] for j in range(len(examples))]  # the input order, whatever the batches were
+    return ordered, {**summarize(ordered, lm), "scoring": scoring}
+
+
+def _full_logits(lm: LoadedModel, prompts, golds: list[list[int]], prefix: KVPrefix | None) -> torch.Tensor:
+    """Teacher-forced answer logits (B, A, V) of one forward over prompt + gold answer."""
+    batch, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)
+    return answer_logits(lm.model, batch, **kw)
+
+
+def length_order(examples: Sequence[dict]) -> list[int]:
+    """Positions of ``examples``, longest question + context first (characters; stable on ties).
+
+    Batching neighbours of similar length wastes little on left padding (a row's result does not
+    depend on its batch beyond fp rounding, tested), and the longest batch comes first, so memory
+    peaks at once. Rows are returned in input order."""
+    size = [len(e["question"]) + len(e["context"]) for e in examples]
+    return sorted(range(len(examples)), key=lambda j: -size[j])
+
+
+def head_rows(prefix: KVPrefix | None, n: int) -> KVPrefix | None:
+    """The first ``n`` rows of a batch's K/V prefix (None stays None)."""
+    if prefix is None:
+        return None
+    mask = None if prefix.mask is None else prefix.mask[:n]
+    return KVPrefix([k[:n] for k in prefix.keys], [v[:n] for v in prefix.values], mask)
 
 
 def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]:

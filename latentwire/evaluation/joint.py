@@ -8,15 +8,18 @@ rate and the oracle bound (best candidate per example).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from latentwire.batching import collate, pad_answers
 from latentwire.evaluation.evaluate import model_view
 from latentwire.evaluation.metrics import f1_score, mean, normalize_answer
+from latentwire.generation import score_answers
 from latentwire.kv_prefix import KVPrefix, with_prefix
 from latentwire.latent.prompts import latent_inputs
 from latentwire.prompt import answer_ids, content_text, eos_id, prompt_for
-from latentwire.scoring import answer_logits, token_logprobs
+from latentwire.scoring import token_logprobs
 
 
 @torch.no_grad()
@@ -25,14 +28,45 @@ def candidate_scores(
 ) -> list[float]:
     """Mean log-prob per token of each candidate (incl. end token) given its prompt (and the batch's
     deep prefix, if any). Returns B floats."""
+    return candidate_score_sets(lm, prompts, [candidates], prompt_args, prefix)[0]
+
+
+@torch.no_grad()
+def candidate_score_sets(
+    lm,
+    prompts: list[torch.Tensor],
+    candidate_sets: list[list[str]],
+    prompt_args,
+    prefix: KVPrefix | None = None,
+) -> list[list[float]]:
+    """:func:`candidate_scores` of several candidate lists (one per candidate receiver) on the same
+    prompts: the prompts are prefilled once and every list is scored from a copy of that cache (as
+    evaluation scores the gold answer), instead of one full forward over prompt + answer per list.
+    Returns one list of B floats per candidate list."""
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
     own = prompt_for(lm.spec, prompt_args)
-    ids = [answer_ids(c, tok, own, chat, eos) for c in candidates]
-    batch, kw = with_prefix(lm.model, collate(lm.model, prompts, ids), prefix)
-    lp = token_logprobs(answer_logits(lm.model, batch, **kw), pad_answers(ids, lm.device))
-    n = torch.tensor([len(i) for i in ids], device=lp.device, dtype=lp.dtype)
-    return (lp.sum(-1) / n).tolist()
+    batch, kw = with_prefix(lm.model, collate(lm.model, prompts), prefix)
+    out = lm.model(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **kw,
+    )
+    first = out.logits[:, -1].float()  # (B, V): predicts each candidate's first token
+    position = batch.position_ids[:, -1:]  # (B, 1)
+    scores = []
+    for candidates in candidate_sets:
+        ids = [answer_ids(c, tok, own, chat, eos) for c in candidates]
+        gold = pad_answers(ids, lm.device)  # (B, A)
+        past = copy.deepcopy(out.past_key_values)
+        logits = score_answers(lm.model, past, batch.attention_mask, position, first, gold)  # (B, A, V)
+        lp = token_logprobs(logits, gold)
+        n = torch.tensor([len(i) for i in ids], device=lp.device, dtype=lp.dtype)
+        scores.append((lp.sum(-1) / n).tolist())
+    return scores
 
 
 def joint_summary(rows_by_model: dict[str, list[dict]], scores: dict[str, dict[str, list[float]]]) -> dict:
@@ -75,9 +109,9 @@ def rescore_jointly(
     for start in range(0, len(examples), batch_size):
         chunk = [model_view(e) for e in examples[start : start + batch_size]]
         z = interlingua.encode([content_text(v, prompt_args) for v in chunk])  # (B, M, d_z)
+        cands = [[r["prediction"] for r in rows_by_model[c][start : start + batch_size]] for c in names]
         for lm in lms:
             prompts, prefix = latent_inputs(lm, interlingua, prompt_args, chunk, z)
-            for c in names:
-                cands = [r["prediction"] for r in rows_by_model[c][start : start + batch_size]]
-                scores[lm.spec.name][c] += candidate_scores(lm, prompts, cands, prompt_args, prefix)
+            for c, got in zip(names, candidate_score_sets(lm, prompts, cands, prompt_args, prefix)):
+                scores[lm.spec.name][c] += got
     return joint_summary(rows_by_model, scores)

@@ -118,14 +118,43 @@ PROBE_TEXT = "Question: Who wrote 'Hamlet' in 1601?\nContext: William Shakespear
 _STAMP = "latentwire_source.json"
 
 
+def digest_memo(folder: Path) -> Path:
+    """Where :func:`export_digest` remembers the digest of ``folder``: beside it, not inside."""
+    return folder.parent / f".{folder.name}.latentwire_digest.json"
+
+
 def export_digest(folder: Path) -> str:
-    """sha256 over a model folder's files (relative names and bytes, sorted; our stamp excluded)."""
+    """sha256 over a model folder's files (relative names and bytes, sorted; our stamp excluded).
+
+    Hashing Qwen2.5-0.5B's 2 GB float32 export takes ~5 s, and every job that loads the model checks
+    it. For a folder we exported ourselves (it holds our stamp) the digest is memoized beside the
+    folder (``.{name}.latentwire_digest.json`` in its parent, outside the hashed files, so older
+    checkouts sharing the folder see the same digest), keyed by each file's name, size and mtime_ns
+    (what make and git trust): a file rewritten or replaced since changes its key and the folder is
+    hashed again. Other folders are always hashed.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != _STAMP)
+    key = [[f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    ours, memo = (folder / _STAMP).is_file(), digest_memo(folder)
+    if ours and memo.is_file():
+        try:
+            saved = read_json(memo)
+        except ValueError:
+            saved = {}
+        if saved.get("files") == key and saved.get("sha256"):
+            return saved["sha256"]
     digest = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != _STAMP):
+    for f in files:
         digest.update(f.relative_to(folder).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
+    if ours:
+        try:
+            write_json(memo, {"files": key, "sha256": digest.hexdigest()})
+        except OSError:  # a read-only models folder: hash every time
+            pass
     return digest.hexdigest()
 
 

@@ -306,3 +306,35 @@ def test_hidden_cache_cli(make_local_spec, tiny_dir, tmp_path):
     cache = HiddenCache(out)
     assert cache.ids == ["q0", "q1", "q2"] and cache.meta["layer"] == 1 and cache.meta["model"] == "tiny"
     assert "git_revision" in json.loads(meta.read_text())["provenance"]
+
+
+def test_length_groups_sort_by_length_and_cover_every_row_once():
+    from latentwire.encoders.source import length_groups
+
+    groups = length_groups([5, 2, 9, 2, 7, 1], rows=4)
+    assert groups == [[5, 1, 3, 0], [4, 2]]
+    assert sorted(i for g in groups for i in g) == list(range(6))
+
+
+@pytest.mark.parametrize("lora", [0, 2])
+def test_hidden_in_length_groups_equals_one_padded_forward(lora, tiny_lm):
+    """SourceReader.hidden runs rows in length-sorted groups; on the valid positions that is the
+    padded whole-batch forward to fp32 rounding, padding comes back as zeros, rows in input order,
+    and LoRA still gets gradients."""
+    texts = [TEXTS[0], LONG, "", TEXTS[1], LONG[:90], TEXTS[2]]  # lengths in no order; one empty
+    trunk = build_trunk(tiny_lm, -1, lora_rank=lora)
+    reader = SourceReader(tiny_lm, 64, trunk, has_lora=bool(lora))
+    ids, mask = reader.tokenize(texts)
+    with torch.no_grad():
+        padded = trunk(input_ids=ids, attention_mask=mask.long(), use_cache=False).last_hidden_state
+        grouped = reader.hidden(ids, mask)
+    assert grouped.shape == padded.shape
+    assert torch.allclose(grouped[mask], padded[mask], atol=1e-5, rtol=1e-5)
+    assert bool((grouped[~mask] == 0).all())
+    if lora:
+        for k, p in trunk.named_parameters():
+            if "lora_B" in k:
+                p.data.normal_()
+        reader.hidden(ids, mask).pow(2).sum().backward()
+        grads = [p.grad for k, p in trunk.named_parameters() if "lora_" in k]
+        assert grads and all(g is not None and bool(g.abs().sum() > 0) for g in grads)

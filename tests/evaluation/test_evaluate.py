@@ -179,3 +179,45 @@ def test_cache_scoring_is_checked_and_replaced_when_it_disagrees(tiny_lm, monkey
     assert [r["nll_per_token"] for r in rows] == pytest.approx(
         [r["nll_per_token"] for r in good_rows], abs=1e-5
     )
+
+
+def _varied_examples(n: int) -> list[dict]:
+    """Examples of very different prompt lengths, in no length order."""
+    filler = "The river delta floods every spring and the farmers plant rice afterwards. "
+    return [
+        {
+            "id": f"q{i}",
+            "question": f"Who won game {i}?",
+            "context": filler * ((7 * i) % 5) + f"Team {i} won 24 to {i}.",
+            "answers": [f"Team {i}"],
+        }
+        for i in range(n)
+    ]
+
+
+def test_length_order_is_longest_first_and_stable():
+    from latentwire.evaluation.evaluate import length_order
+
+    exs = [{"question": "q", "context": "c" * n} for n in (3, 9, 3, 1, 9)]
+    assert length_order(exs) == [1, 4, 0, 2, 3]
+
+
+@pytest.mark.parametrize("baseline", ["text", "budget-8", "closed"])
+def test_rows_do_not_depend_on_the_batching(baseline, tiny_lm):
+    """Length-sorted batches of any size give each example the row it gets alone (batch 1, no
+    padding): the same prediction and first-token rank, NLL to fp32 rounding; rows keep the
+    input order."""
+    exs = _varied_examples(7)
+    args = PromptArgs()
+    maker = text_prompt_maker(tiny_lm, args, baseline)
+    ev = lambda b: evaluate(tiny_lm, exs, maker, args, EvalArgs(batch_size=b, max_new_tokens=6, device="cpu"))  # noqa: E731
+    alone, _ = ev(1)
+    for b in (3, 8):
+        rows, summary = ev(b)
+        assert [r["id"] for r in rows] == [e["id"] for e in exs]
+        assert [r["raw"] for r in rows] == [r["raw"] for r in alone]
+        assert [r["first_token_rank"] for r in rows] == [r["first_token_rank"] for r in alone]
+        assert [r["nll_per_token"] for r in rows] == pytest.approx(
+            [r["nll_per_token"] for r in alone], abs=1e-5
+        )
+        assert summary["scoring"]["method"] == "prefill-cache"

@@ -83,3 +83,61 @@ def test_packaged_models_end_answers_with_the_token_that_closes_their_chat_turn(
     )
     end = tok.convert_ids_to_tokens(eos_id(tok, lm.spec.eos_token))
     assert text.split("XYZ", 1)[1].startswith(end), (name, end, text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-coder-0.5b"])
+def test_packaged_predictions_do_not_depend_on_the_eval_batching(name):
+    """Issue 17: 16 SQuAD dev questions, text and budget-48 prompts, through evaluate() one at a time
+    (no padding) and in length-sorted batches of 16: the same predictions and first-token ranks,
+    NLL to fp32 rounding."""
+    from latentwire.evaluation.baselines import text_prompt_maker
+    from latentwire.evaluation.evaluate import EvalArgs, evaluate
+
+    torch.set_num_threads(2)
+    lm = packaged(name)
+    examples = read_squad(SQUAD_DEV)[:16]
+    for baseline in ("budget-48", "text"):
+        maker = text_prompt_maker(lm, PromptArgs(), baseline)
+        runs = [
+            evaluate(
+                lm, examples, maker, PromptArgs(), EvalArgs(batch_size=b, max_new_tokens=24, device="cpu")
+            )[0]
+            for b in (1, 16)
+        ]
+        alone, batched = runs
+        assert [r["prediction"] for r in batched] == [r["prediction"] for r in alone], baseline
+        assert [r["first_token_rank"] for r in batched] == [r["first_token_rank"] for r in alone]
+        for a, b in zip(alone, batched):
+            assert b["nll_per_token"] == pytest.approx(a["nll_per_token"], abs=1e-4), (baseline, a["id"])
+
+
+@pytest.mark.slow
+def test_packaged_select_encoder_reads_the_same_states_in_length_groups():
+    """Issue 17: the select encoder's source states (Qwen layer 8, 384 tokens) in length-sorted
+    groups equal one padded forward on 16 SQuAD texts to fp32 rounding, and the kept windows agree."""
+    from unittest import mock
+
+    from latentwire.encoders import EncoderArgs, build_encoder
+    from latentwire.encoders.source import SourceReader
+
+    torch.set_num_threads(2)
+    lm = packaged("qwen2.5-coder-0.5b")
+    texts = [f"Question: {e['question']}\nContext: {e['context']}" for e in read_squad(SQUAD_DEV)[:16]]
+    args = EncoderArgs(name="select", d_z=896, source_model=lm.spec.name, source_layer=8, max_enc_tokens=384)
+    enc = build_encoder(args, 48, {lm.spec.name: lm}).eval()
+    ids, mask = enc.source.tokenize(texts)
+    with torch.no_grad():
+        padded = enc.source.trunk(
+            input_ids=ids, attention_mask=mask.long(), use_cache=False
+        ).last_hidden_state
+        grouped = enc.source.hidden(ids, mask)
+    scale = float(padded[mask].abs().max())
+    assert float((grouped[mask] - padded[mask]).abs().max()) <= 1e-6 * scale
+    grouped_kept = enc.kept_tokens(texts)
+
+    def one_padded_forward(self, ids, mask):
+        return self.trunk(input_ids=ids, attention_mask=mask.long(), use_cache=False).last_hidden_state
+
+    with mock.patch.object(SourceReader, "hidden", one_padded_forward):
+        assert enc.kept_tokens(texts) == grouped_kept

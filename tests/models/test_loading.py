@@ -357,3 +357,29 @@ def test_a_failed_export_check_leaves_nothing_behind(tiny_dir, tmp_path, monkeyp
     with pytest.raises(ModelError, match=r"^model 'packaged': the exported tokenizer's eos"):
         materialize(spec, cache)
     assert sorted(p.name for p in cache.iterdir()) == []
+
+
+def test_export_digest_is_memoized_in_our_exports_and_notices_a_changed_file(tmp_path):
+    """For a folder with our stamp the digest is remembered (beside the folder) by file name, size
+    and mtime; a rewritten file is hashed again. Other folders get no memo."""
+    import os
+
+    from latentwire.models.loading import _STAMP, digest_memo
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    plain = export_digest(folder)
+    memo = digest_memo(folder)
+    assert not memo.exists() and memo.parent == tmp_path  # not ours: nothing written
+    (folder / _STAMP).write_text("{}")
+    assert export_digest(folder) == plain and memo.is_file()
+    assert export_digest(folder) == plain  # from the memo
+    (folder / "model.safetensors").write_bytes(b"WEIGHTS")  # same size, new bytes and mtime
+    st = (folder / "model.safetensors").stat()
+    os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    changed = export_digest(folder)
+    assert changed != plain
+    memo.unlink()
+    assert export_digest(folder) == changed  # what a fresh hash gives
