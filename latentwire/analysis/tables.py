@@ -27,8 +27,9 @@ COLUMNS = [
     ("content_positions", "content pos"),
     ("compression", "compression"),
     ("payload_bytes", "payload B"),
-    ("prefill_ms", "prefill ms (median)"),
-    ("decode_ms_per_token", "decode ms/tok (median)"),
+    ("batch_size", "batch"),  # the timings below are of one batch of this many rows (the last may be smaller)
+    ("prefill_ms", "prefill ms/batch (median)"),
+    ("decode_ms_per_token", "decode ms/tok/batch (median)"),
     ("unique_prediction_ratio", "unique pred"),
     ("share_tuned", "F1 / text-tuned"),
     ("share_text", "F1 / text"),
@@ -79,6 +80,8 @@ def to_markdown(df: pd.DataFrame, title: str = "") -> str:
                 "share_text",
             ):  # fmt: skip
                 cells.append(f"{100 * v:.1f}" if pd.notna(v) else "")
+            elif key == "batch_size":  # a count (float once a file lacks it)
+                cells.append(str(int(v)) if v is not None and pd.notna(v) else "")
             elif isinstance(v, float):
                 cells.append(f"{v:.2f}" if pd.notna(v) else "")
             elif v is None:  # a column no file has stays None (object dtype), not NaN

@@ -94,11 +94,14 @@ def test_to_markdown(metric_files):
     assert first["em"] == "25.0" and first["f1"] == "50.0"  # percentages
     assert first["nll_per_token"] == "1.23" and first["prefill_ms"] == "12.00"
     assert first["compression"] == "" and first["first_token_top1"] == ""  # missing -> empty cell
+    assert first["batch_size"] == ""
     # A value only some files have: NaN elsewhere, also an empty cell.
-    write_json(metric_files[0], _metrics("closed", compression=2.5))
+    write_json(metric_files[0], _metrics("closed", compression=2.5, batch_size=32))
     mixed = to_markdown(gather(metric_files[:3], ["squad"] * 3))
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in mixed.strip().splitlines()[2:]]
     assert [r[11] for r in cells] == ["", "", "2.50"]
+    batch = [k for k, _ in COLUMNS].index("batch_size")
+    assert [r[batch] for r in cells] == ["", "", "32"]  # a count, not 32.00
     assert first["n"] == "10"
     assert not to_markdown(df).startswith("##")
 
