@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latentwire.analysis.results import METRICS, ResultSet, SystemResult, cluster_map, parse_system
+from latentwire.analysis.results import (
+    METRICS,
+    ResultSet,
+    SystemResult,
+    cluster_map,
+    seed_group_name,
+)
 from latentwire.analysis.stats import (
     Interval,
     StatsArgs,
@@ -169,9 +175,7 @@ def build_intervals(rs: ResultSet, args: StatsArgs) -> pd.DataFrame:
                 )
             )
     for group in rs.seed_groups():
-        first, exps = group[0], [s.exp for s in group]
-        variant = parse_system(first.system)[1]
-        name = "latent:" + "+".join(exps) + (f":{variant}" if variant else "")
+        first, name = group[0], seed_group_name(group)
         for metric in METRICS:
             per_seed, ids = [], None
             for s in group:

@@ -235,16 +235,42 @@ class ResultSet:
         return sorted({s.dataset for s in self.systems} | {d for d, _ in self.joints})
 
     def seed_groups(self) -> list[list[SystemResult]]:
-        """Latent systems that differ only in ``train.seed`` (>= 2 seeds), grouped for seed averages.
+        """Systems that differ only in their training seed (>= 2 seeds), grouped for seed averages,
+        each group in seed order.
 
-        Grouped by dataset, model, variant and the run config without its seed (from provenance).
+        Latents: grouped by dataset, model, variant and the run config without its seed (from
+        provenance). Tuned text ceilings (``{base}-tuned-s{seed}``): by dataset, model and base.
         """
         groups: dict[tuple, list[SystemResult]] = {}
         for s in self.systems:
             key = s.run_config_without_seed()
+            tuned = tuned_base(s.system)
             if s.exp and key is not None:
                 groups.setdefault((s.dataset, s.model, parse_system(s.system)[1], key), []).append(s)
-        return [g for g in groups.values() if len({s.train_seed for s in g}) == len(g) >= 2]
+            elif tuned is not None:
+                groups.setdefault((s.dataset, s.model, "tuned", tuned[0]), []).append(s)
+        out = []
+        for g in groups.values():
+            seeds = [seed_of(s) for s in g]
+            if len(set(seeds)) == len(g) >= 2:
+                out.append([s for _, s in sorted(zip(seeds, g), key=lambda p: p[0])])
+        return out
+
+
+def seed_of(s: SystemResult) -> int | None:
+    """A system's training seed: the latent run's ``train.seed``, or a tuned ceiling's ``-s{seed}``."""
+    tuned = tuned_base(s.system)
+    return tuned[1] if tuned else s.train_seed
+
+
+def seed_group_name(group: Sequence[SystemResult]) -> str:
+    """The name of a seed average: ``latent:a+a-s1+a-s2[:variant]`` or ``text-tuned-s0+s1+s2``."""
+    first = group[0]
+    tuned = tuned_base(first.system)
+    if tuned is not None:
+        return f"{tuned[0]}-tuned-" + "+".join(f"s{seed_of(s)}" for s in group)
+    variant = parse_system(first.system)[1]
+    return "latent:" + "+".join(s.exp for s in group) + (f":{variant}" if variant else "")
 
 
 def read_train_log(path: str | Path) -> list[dict]:

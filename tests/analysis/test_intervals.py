@@ -37,6 +37,28 @@ def test_deltas_and_seed_means(tmp_path):
     assert "### Averaged over training seeds" in md and "| squad | m1 | latent:e-s0 | text | 40 |" in md
 
 
+def test_tuned_ceilings_are_averaged_over_seeds_and_groups_are_named_in_seed_order(tmp_path):
+    files = [write_system(tmp_path, "m1", "text", 0.5)]
+    for seed in (2, 0, 1):  # files out of seed order
+        files.append(write_system(tmp_path, "m1", f"text-tuned-s{seed}", 0.6 + 0.1 * seed))
+    for seed, exp in ((1, "e-s1"), (0, "e")):
+        files.append(
+            write_system(
+                tmp_path, "m1", f"latent:{exp}", 0.3 + 0.1 * seed, content_positions=8, train_seed=seed
+            )
+        )
+        files.append(
+            write_system(tmp_path, "m1", f"latent:{exp}:int8", 0.3, content_positions=8, train_seed=seed)
+        )
+    rs = ResultSet.load(files, ["squad"] * len(files), [], [])
+    f1 = build_intervals(rs, ARGS)
+    means = f1[(f1["metric"] == "f1") & (f1["kind"] == "seed mean")].set_index("system")
+    assert means.loc["text-tuned-s0+s1+s2", "estimate"] == pytest.approx(70.0)
+    assert means.loc["latent:e+e-s1", "estimate"] == pytest.approx(35.0)
+    assert "latent:e+e-s1:int8" in means.index  # the variant's group is named like its main system's
+    assert "select-text-8-tuned-s0+s1" not in means.index  # nothing made up
+
+
 def test_joint_without_per_example_picks_is_a_point_estimate(tmp_path):
     files = [write_system(tmp_path, "m1", "latent:e", 0.3, content_positions=8)]
     joint = write_joint(tmp_path, "e", {"m1": 0.3, "m2": 0.2}, 0.32)
