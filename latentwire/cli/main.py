@@ -29,7 +29,6 @@ SUBCOMMANDS = (
     "latent",
     "add_receiver",
     "pretrain",
-    "hidden_cache",
     "table",
     "report",
     "bench",

@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
-from latentwire.encoders.hidden_cache import HiddenCache, compute_hidden_cache, save_hidden_cache
 from latentwire.encoders.source import SourceReader, build_trunk, tokenize
 from latentwire.heads.adapters import AdapterArgs
 from latentwire.latent.interlingua import Interlingua, LatentArgs
@@ -249,63 +248,6 @@ def test_args_are_validated_strictly():
     ]:
         with pytest.raises(ConfigError, match=key):
             from_dict(EncoderArgs, bad)
-
-
-def test_hidden_cache_equals_fresh_states_and_round_trips(tiny_lm, tmp_path):
-    texts = [*TEXTS, LONG, ""]
-    tensors = compute_hidden_cache(tiny_lm, texts, layer=1, max_tokens=48, batch_size=2)
-    ids = [f"q{i}" for i in range(len(texts))]
-    save_hidden_cache(tmp_path / "h.safetensors", tensors, ids, {"model": tiny_lm.spec.name, "layer": 1})
-    cache = HiddenCache(tmp_path / "h.safetensors")
-    assert cache.states.dtype == torch.float16 and cache.ids == ids and cache.meta["layer"] == 1
-    reader = SourceReader(tiny_lm, 48, build_trunk(tiny_lm, 1, lora_rank=0))
-    for i, text in enumerate(texts):  # one text at a time: no padding at all
-        ids_i, mask_i = reader.tokenize([text])
-        with torch.no_grad():
-            fresh = reader.hidden(ids_i, mask_i)[0]  # (T_i, d)
-        assert cache.get(f"q{i}").shape == fresh.shape  # LONG is truncated to 48, "" is one token
-        torch.testing.assert_close(cache.get(f"q{i}").float(), fresh, atol=2e-3, rtol=2e-3)  # fp16
-    states, mask = cache.batch(["q3", "q0"])
-    assert mask.sum(1).tolist() == [48, cache.get("q0").shape[0]]
-    assert torch.equal(states[1, mask[1]], cache.get("q0").float())
-    with pytest.raises(ValueError, match="unique example id"):
-        save_hidden_cache(tmp_path / "dup.safetensors", tensors, ["a"] * len(texts), {})
-
-
-def test_hidden_cache_cli(make_local_spec, tiny_dir, tmp_path):
-    import json
-
-    import pandas as pd
-    import yaml
-
-    from latentwire.cli.main import main
-    from latentwire.data.prepare import write_splits
-    from latentwire.models import materialize
-
-    registry = tmp_path / "models.yaml"
-    entry = {"family": "tiny", "source": {"kind": "local", "path": str(tiny_dir)}, "context_limit": 1024}
-    registry.write_text(yaml.safe_dump({"models": {"tiny": entry}}))
-    materialize(make_local_spec("tiny", tiny_dir, context_limit=1024), tmp_path / "cache")
-    rows = [
-        {"id": f"q{i}", "question": "Where?", "context": t, "answers": ["x"]} for i, t in enumerate(TEXTS)
-    ]
-    frame = pd.DataFrame([{**r, "title": r["id"], "split": "train", "dataset": "toy"} for r in rows])
-    (data,) = write_splits({"train": frame}, tmp_path / "data", {})
-    cfg = {"latent": {"encoder": {"name": "lm-hidden", "source_model": "tiny", "source_layer": -2}}}
-    cfg["eval"] = {"device": "cpu"}
-    out, meta = tmp_path / "h" / "train.safetensors", tmp_path / "h" / "train.json"
-    argv = [
-        "hidden-cache",
-        "--registry",
-        str(registry),
-        "--manifest",
-        str(tmp_path / "cache" / "manifest.json"),
-    ]
-    argv += ["--data", str(data), "--config-json", json.dumps(cfg), "--out", str(out), "--meta", str(meta)]
-    assert main(argv) == 0
-    cache = HiddenCache(out)
-    assert cache.ids == ["q0", "q1", "q2"] and cache.meta["layer"] == 1 and cache.meta["model"] == "tiny"
-    assert "git_revision" in json.loads(meta.read_text())["provenance"]
 
 
 def test_length_groups_sort_by_length_and_cover_every_row_once():
