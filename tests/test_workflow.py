@@ -614,3 +614,29 @@ def test_k_fold_dataset_runs_every_rule_per_fold_and_pools_the_tables():
     assert set(plan.table_datasets()) == {name} and set(plan.joint_datasets()) == {name}
     assert len(plan.table_metrics()) == len(plan.table_datasets())
     assert {m.split("/")[2] for m in plan.baseline_metrics()} == set(folds)  # baselines run per fold
+
+
+def _documented_stack(overlay: Path) -> list[Path]:
+    """The config files an overlay's header comment says to stack (``--configfile config/config.yaml
+    … overlay``), ending with the overlay itself; ``config.yaml`` + the overlay when it names none."""
+    found = re.search(r"--configfile((?:\s+config/[\w.-]+\.yaml)+)", overlay.read_text())
+    names = found.group(1).split() if found else ["config/config.yaml"]
+    stack = [REPO / n for n in names]
+    return stack if stack[-1] == overlay else [*stack, overlay]
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name not in ("config.yaml", "models.yaml")),
+)
+def test_every_overlay_plans_on_the_stack_its_header_documents(overlay):
+    """A GPU overlay is only run on a lent machine: a key it misspells must fail here, not there."""
+    from latentwire.config import merge_configs
+    from latentwire.workflow import WorkflowPlan
+
+    cfg: dict = {}
+    for path in _documented_stack(REPO / "config" / overlay):
+        cfg = merge_configs(cfg, yaml.safe_load(path.read_text()))
+    cfg["registry"] = str(REPO / "config" / "models.yaml")
+    plan = WorkflowPlan.from_config(cfg)
+    assert plan.experiments or plan.baselines
