@@ -192,7 +192,7 @@ def train(
         "train_seconds": seconds + time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
         "skipped_nonfinite_steps": skips.skipped,
-        "state": str(state_path),
+        "state": str(state_path) if state_path.exists() else None,  # None: no step, nothing resumable
     }
     if handoff:  # a Stage A job: say where it stopped, and that 0 steps hand over the initial state
         summary.update(stop_at=stop, handoff=str(handoff))

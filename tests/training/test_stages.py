@@ -143,6 +143,7 @@ def test_a_stage_a_of_zero_steps_hands_over_the_initial_state(lms, tmp_path):
     train(lms, run, TRAIN_DF, VAL_DF, ref, CPU)
     staged = split(lms, run, tmp_path / "split")
     assert staged["a"]["steps"] == 0 and "initial state" in staged["a"]["note"]
+    assert staged["a"]["state"] is None  # no resumable state was written; the handoff is the state
     assert torch.load(staged["a_out"] / "state.pt", weights_only=True)["step"] == 0
     log, best, summary = outputs(staged["b_out"])
     ref_log, ref_best, ref_summary = outputs(ref)
