@@ -15,7 +15,7 @@ import logging
 import torch
 
 from latentwire.bench import BenchArgs, run_bench
-from latentwire.config import ConfigError, from_dict, load_yaml, to_dict
+from latentwire.config import ConfigError, from_dict, load_yaml, merge_configs, to_dict
 from latentwire.io import write_json
 from latentwire.provenance import provenance
 
@@ -38,15 +38,7 @@ def load_bench_args(config: str | None, config_json: str) -> BenchArgs:
         override = json.loads(config_json)
     except json.JSONDecodeError as e:
         raise ConfigError(f"--config-json: not valid JSON ({e})") from e
-    return from_dict(BenchArgs, merge(base, override), where="bench")
-
-
-def merge(base: dict, override: dict) -> dict:
-    """``override`` on top of ``base``; nested mappings merge key by key."""
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return from_dict(BenchArgs, merge_configs(base, override), where="bench")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from latentwire.bench import BenchArgs
 from latentwire.bench.train import _ceiling_pass
-from latentwire.cli.bench import load_bench_args, merge
+from latentwire.cli.bench import load_bench_args
 from latentwire.cli.main import main
 from latentwire.config import ConfigError, from_dict
 from latentwire.models.synthetic import (
@@ -225,7 +225,6 @@ def test_yaml_then_json_merge_nested_keys(tmp_path):
     cfg = load_bench_args(str(path), json.dumps({"run": {"latent": {"encoder": {"d_z": 64}}}}))
     assert cfg.batch_size == 8 and cfg.run.latent.n_private == 2
     assert (cfg.run.latent.encoder.name, cfg.run.latent.encoder.d_z) == ("byte", 64)
-    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
     with pytest.raises(ConfigError, match="--config-json"):
         load_bench_args(None, "{not json")
     assert isinstance(from_dict(BenchArgs, {}, where="bench"), BenchArgs)
