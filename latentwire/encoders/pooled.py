@@ -64,6 +64,15 @@ def group_bounds(lengths: torch.Tensor, wire_slots: int, factor: int, mode: str)
     return start, torch.minimum(start + g, L), start < L
 
 
+def group_weights(mask: torch.Tensor, wire_slots: int, factor: int, mode: str) -> tuple[torch.Tensor, ...]:
+    """Mean-pooling weights w (B, W, T) float32 (each slot's row sums to 1 over its group's text
+    tokens; 0 for a slot past the text), with start, end (B, W) and valid (B, W) of group_bounds."""
+    start, end, valid = group_bounds(mask.sum(1), wire_slots, factor, mode)  # (B, W)
+    t = torch.arange(mask.shape[1], device=mask.device)
+    w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, W, T)
+    return w / w.sum(-1, keepdim=True).clamp(min=1), start, end, valid
+
+
 def n_groups(length: int, wire_slots: int, factor: int, mode: str) -> int:
     """Slots a text of ``length`` tokens fills (W for ``fixed``; ⌈L / g⌉ for ``factor``)."""
     if mode == "fixed":
@@ -151,6 +160,12 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         ids, mask = tokenize(self.source.tokenizer, list(texts), self.max_tokens)
         return ids.to(self.device), mask.to(self.device)
 
+    def slot_groups(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which tokens each slot pools: ids (B, T), weights (B, W, T), valid (B, W) (heads.regress_init)."""
+        ids, mask = self.tokenize(texts)
+        w, _, _, valid = group_weights(mask, self.wire_slots, self.factor, self.mode)
+        return ids, w, valid
+
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Z (B, W, d_z) float32 for the texts."""
         ids, mask = self.tokenize(texts)
@@ -203,10 +218,8 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         cos, sin (B, T, D): RoPE of the token positions (the keys); the queries get their own."""
         B, T, d = h.shape
         attn = layer.self_attn
-        start, end, valid = group_bounds(mask.sum(1), self.wire_slots, self.factor, self.mode)  # (B, W)
+        w, start, end, valid = group_weights(mask, self.wire_slots, self.factor, self.mode)  # (B, W, T), (B, W)
         t = torch.arange(T, device=h.device)
-        w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, W, T)
-        w = w / w.sum(-1, keepdim=True).clamp(min=1)
         # (B, W) mean position of each group, from the float32 weights and elementwise (autocast leaves
         # it float32): bf16 weights of 1/3 are off by 0.2 %, a whole position near token 400, and a
         # bf16 matmul would round positions above 256 to even numbers

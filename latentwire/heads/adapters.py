@@ -34,7 +34,11 @@ class AdapterArgs:
     # d_z == d_model (other widths keep the default init); "source_vocab" does the same, and a receiver
     # that is not the encoder's source model gets a least-squares skip fitted on the token strings its
     # vocabulary shares with the source model's (see latentwire/heads/vocab_align.py)
-    init: Literal["default", "identity", "source_vocab"] = "default"
+    # "regress" (linear2, an encoder that exposes its slot groups, e.g. pooled-lm): the projector
+    # starts as the least-squares map from Z to the mean input embedding of the tokens each slot
+    # pools, fitted on init_texts train contexts before the first step (latentwire/heads/regress_init.py)
+    init: Literal["default", "identity", "source_vocab", "regress"] = "default"
+    init_texts: int = 256  # regress: train contexts the fit reads
     # two learned marker embeddings (begin, end) around the soft tokens, per receiver (ARC-Encoder's
     # per-decoder markers): the soft tokens then take M + 2 prompt positions
     markers: bool = False
@@ -43,6 +47,8 @@ class AdapterArgs:
         must(self.hidden >= 1, "hidden", self.hidden, ">= 1")
         must(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "in [0, 1)")
         must(self.tanh_scale > 0, "tanh_scale", self.tanh_scale, "> 0")
+        must(self.init_texts >= 1, "init_texts", self.init_texts, ">= 1")
+        must(self.init != "regress" or self.kind == "linear2", "init", self.init, "regress only with kind linear2")
 
 
 # kind -> builder(args, d_z, d_model) -> nn.Module mapping (B, M, d_z) -> (B, M, d_model), uncalibrated

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from latentwire.config import ConfigError, to_dict
-from latentwire.evaluation.evaluate import EvalArgs, evaluate, select_examples
+from latentwire.encoders import source_model_name
+from latentwire.evaluation.evaluate import EvalArgs, evaluate, model_view, select_examples
+from latentwire.heads.regress_init import fit_projectors
 from latentwire.io import write_json
 from latentwire.latent.build import build_interlingua
 from latentwire.latent.interlingua import Interlingua
 from latentwire.latent.prompts import latent_prompt_maker
 from latentwire.models import LoadedModel
-from latentwire.prompt import prompt_for
+from latentwire.prompt import content_text, prompt_for
 from latentwire.training.args import LatentRunArgs
 from latentwire.training.checkpoint import (
     FILENAME,
@@ -120,9 +122,12 @@ def train(
     state_path = Path(state_dir or out_dir / ".state") / key / FILENAME
     write_json(state_path.parent / "identity.json", identity)  # what the key hashes, for a reader
     torch.manual_seed(t.seed)
+    fresh = il is None
     il = il if il is not None else build_interlingua(run.latent, lms, device, sources)
     if init_from:
         load_pretrained(il, init_from)
+    elif fresh and run.latent.adapter.init == "regress":  # a resumed run's state replaces this start
+        regress_start(il, run, lms, sources, train_df)
     params = il.trainable_parameters()
     opt = make_optimizer(il, t.lr, t.weight_decay, t.head_lr_scale)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(t))
@@ -202,6 +207,18 @@ def train(
         out_dir, best_weights if best_weights is not None else trainable_weights(il), records, summary
     )
     return summary
+
+
+def regress_start(il: Interlingua, run: LatentRunArgs, lms, sources, train_df) -> dict:
+    """``adapter.init: regress`` (:mod:`latentwire.heads.regress_init`) on the first
+    ``adapter.init_texts`` train contexts in a seeded order."""
+    by_name = {lm.spec.name: lm for lm in [*lms, *(sources or [])]}
+    src = by_name.get(source_model_name(run.latent.encoder) or "")
+    if src is None:
+        raise ConfigError("adapter.init regress: needs an encoder with a source_model")
+    rows = select_examples(train_df, EvalArgs(n_examples=run.latent.adapter.init_texts, seed=run.train.seed))
+    texts = [content_text(model_view(e), run.prompt) for e in rows]
+    return fit_projectors(il, lms, src, texts)
 
 
 def run_identity(run: LatentRunArgs, lms, sources, train_df, val_df, teacher_paths) -> dict:
