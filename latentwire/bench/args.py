@@ -41,6 +41,9 @@ class BenchArgs:
     # on the H200 it cut the step 17 %, docs/benchmarks.md), off on CPU
     compile: bool | None = None
     nf4: bool = False  # 4-bit NF4 decoder weights (bitsandbytes, CUDA only)
+    # > 0: after the timed steps, this many more under torch.profiler (latentwire.bench.profile):
+    # the step's labelled regions, device busy vs wall time and the top operators, in step.profile
+    profile_steps: int = 0
     seed: int = 0
     run: LatentRunArgs = field(default_factory=LatentRunArgs)
 
@@ -54,6 +57,8 @@ class BenchArgs:
             raise ValueError(f"answer_spread: must be in [0, answer_tokens - 2], got {self.answer_spread}")
         if any(b < 1 for b in self.eval_batch_sizes):
             raise ValueError(f"eval_batch_sizes: each must be >= 1, got {self.eval_batch_sizes}")
+        if self.profile_steps < 0:
+            raise ValueError(f"profile_steps: must be >= 0, got {self.profile_steps}")
         if self.warmup < 0:
             raise ValueError(f"warmup: must be >= 0, got {self.warmup}")
         if not self.models or len(set(self.models)) != len(self.models):

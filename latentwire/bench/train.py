@@ -10,6 +10,7 @@ import torch
 from latentwire.batching import Batch, pad_answers
 from latentwire.bench.args import BenchArgs
 from latentwire.bench.layout import gold_ids, latent_prompt_len, scaffold_head
+from latentwire.bench.profile import profile_step
 from latentwire.evaluation.timing import peak_gb, reset_peak, summarize_times, timed
 from latentwire.kv_prefix import with_prefix
 from latentwire.latent.interlingua import Interlingua
@@ -98,5 +99,7 @@ def measure_step(
     out = {"all": summarize_times(times, args.batch_size, warm)}
     out["all"]["peak_memory_gb"] = peak_gb(device)
     out["record"] = records[-1]  # losses of the last step: finite numbers say the step is real
+    if args.profile_steps:
+        out["profile"] = profile_step(step, args.profile_steps, device)
     out["trainable_parameters"] = sum(p.numel() for p in params)
     return out

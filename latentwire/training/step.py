@@ -12,6 +12,7 @@ clipped optimizer update (:mod:`latentwire.training.nonfinite`).
 from __future__ import annotations
 
 import torch
+from torch.profiler import record_function
 
 from latentwire.batching import collate
 from latentwire.evaluation.evaluate import model_view
@@ -45,7 +46,8 @@ def _step_loss(
     teacher_cache: TeacherCache | None = None,
     stage_a: bool = False,
 ):
-    """One receiver's teacher-forced loss on Z. Returns (loss, parts, first-token accuracy).
+    """One receiver's teacher-forced loss on Z. Returns (loss, parts, first-token accuracy), all
+    scalar tensors (read back once per step, so the host never waits on the device mid-step).
 
     ``stage_a``: the warm-up objective instead (see ``TrainArgs.stage_a_steps``): first-token CE plus,
     with a shallow head, the alignment of the mean soft token to the gold first token's embedding.
@@ -67,7 +69,7 @@ def _step_loss(
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b, **kw)  # (B, A, V)
     student_h = recorder.stop()  # {layer: (B, T, d)}
-    first_acc = float((logits[:, 0].argmax(-1) == b.answer_ids[:, 0]).float().mean())
+    first_acc = (logits[:, 0].argmax(-1) == b.answer_ids[:, 0]).float().mean()  # scalar tensor: no sync
     if stage_a:
         loss, parts = _stage_a_loss(lm, il, run, logits, b.answer_ids, z)
         return loss, parts, first_acc
@@ -135,41 +137,49 @@ def train_step(
     micro = micro_batches(batch, run.train.accum_steps)
     record: dict = {lm.spec.name: {} for lm in lms}
     part_acc: dict[str, dict] = {lm.spec.name: {} for lm in lms}
+    logged: dict[str, dict[str, torch.Tensor]] = {lm.spec.name: {} for lm in lms}  # device scalars
     zs = []
     with checkpointed_receivers(lms, run.train.grad_checkpointing):
         for mb in micro:
             texts = [content_text(model_view(e), run.prompt) for e in mb]
             answers = [e["answers"] for e in mb]  # read by encoders' auxiliary heads only
-            with torch.set_grad_enabled(train_encoder):
+            with torch.set_grad_enabled(train_encoder), record_function("encode"):
                 z = il.encode(texts, answers=answers)  # (b, M, d_z)
             aux = il.encoder_aux_loss() if train_encoder else None  # e.g. select's scorer CE, or None
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time
                 name = lm.spec.name
-                loss, parts, first_acc = _step_loss(
-                    lm, il, run, mb, z_leaf, (teachers or {}).get(name), stage_a
-                )
+                with record_function(f"forward:{name}"):
+                    loss, parts, first_acc = _step_loss(
+                        lm, il, run, mb, z_leaf, (teachers or {}).get(name), stage_a
+                    )
                 if log_grad_norms:  # before backward: the graph is retained for it
                     add_part_grads(part_acc[name], part_grads(parts, z, z_leaf, params, 1 / len(micro)))
-                (loss / (len(lms) * len(micro))).backward()
-                vals = {"loss": loss, **parts}
-                vals = {**{k: float(v.detach()) for k, v in vals.items()}, "first_acc": first_acc}
-                for k, v in vals.items():  # mean over micro-batches, for the log
-                    record[name][k] = record[name].get(k, 0.0) + v / len(micro)
-            if aux is not None:
-                torch.autograd.backward([z, aux / len(micro)], [z_leaf.grad, None])
-                enc = record.setdefault("encoder", {})
-                for k, v in il.encoder_aux_record(aux).items():
-                    enc[k] = enc.get(k, 0.0) + v / len(micro)
-            elif train_encoder:
-                z.backward(z_leaf.grad)
+                with record_function(f"backward:{name}"):
+                    (loss / (len(lms) * len(micro))).backward()
+                vals = {"loss": loss, **parts, "first_acc": first_acc}
+                for k, v in vals.items():  # mean over micro-batches, for the log (still on the device)
+                    v = v.detach().float() / len(micro)
+                    logged[name][k] = logged[name][k] + v if k in logged[name] else v
+            with record_function("encoder_backward"):
+                if aux is not None:
+                    torch.autograd.backward([z, aux / len(micro)], [z_leaf.grad, None])
+                    enc = record.setdefault("encoder", {})
+                    for k, v in il.encoder_aux_record(aux).items():
+                        enc[k] = enc.get(k, 0.0) + v / len(micro)
+                elif train_encoder:
+                    z.backward(z_leaf.grad)
             zs.append(z.detach())
+    for name, vals in logged.items():  # one device-to-host copy for every logged scalar of the step
+        if vals:
+            record[name].update(zip(vals, torch.stack(list(vals.values())).tolist()))
     record["z_cosine"] = mean_pairwise_cosine(torch.cat(zs))  # (B, M, d_z) over the whole batch
     if il.diagnostics():  # coprocessor: RMS of the cache deltas per layer (last micro-batch)
         record["coprocessor_delta_rms"] = il.diagnostics()
     if log_grad_norms:
         record["grad_norms"] = {name: grad_norms(acc) for name, acc in part_acc.items()}
-    guarded_update(params, opt, run.train.grad_clip, record)  # skipped if the gradient is not finite
+    with record_function("update"):
+        guarded_update(params, opt, run.train.grad_clip, record)  # skipped if the gradient is not finite
     if sched is not None:
         sched.step()
     opt.zero_grad(set_to_none=True)

@@ -34,6 +34,7 @@ TINY = {
     "eval_batch_sizes": [1, 6],
     "warmup": 1,
     "iters": 2,
+    "profile_steps": 1,
     "run": {
         "latent": {
             "n_private": 2,
@@ -158,6 +159,18 @@ def test_bench_json_has_every_section(bench_run):
     assert "step_over_ceiling" in printed and "tiny-qwen2" in printed
 
 
+def test_step_profile_names_every_region_of_the_step(bench_run):
+    prof = bench_run[0]["step"]["profile"]
+    assert prof["steps"] == 1 and prof["wall_ms_per_step"] > 0
+    regions = set(prof["regions"])
+    want = {"encode", "encoder_backward", "update"}
+    want |= {f"{p}:tiny-{m}" for p in ("forward", "backward") for m in ("llama", "qwen2")}
+    assert want <= regions, regions
+    assert all(r["host_ms"] > 0 for r in prof["regions"].values())
+    assert prof["top_ops"] and all(o["calls_per_step"] > 0 for o in prof["top_ops"])
+    assert not any(o["op"].startswith(("forward:", "encode")) for o in prof["top_ops"])  # ops, not regions
+
+
 def test_ceiling_sends_gradients_to_the_leaf_only():
     run = from_dict(LatentRunArgs, TINY["run"], where="latent")
     tok = build_bench_tokenizer(run.prompt)
@@ -212,6 +225,7 @@ def test_nf4_needs_cuda():
         ({"answer_tokens": 1}, "answer_tokens"),
         ({"answer_tokens": 4, "answer_spread": 3}, "answer_spread"),
         ({"phases": ["step", "step"]}, "phases"),
+        ({"profile_steps": -1}, "profile_steps"),
     ],
 )
 def test_bad_settings_name_the_key(override, key):
