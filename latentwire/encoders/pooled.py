@@ -166,6 +166,16 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         w, _, _, valid = group_weights(mask, self.wire_slots, self.factor, self.mode)
         return ids, w, valid
 
+    def slot_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's valid slots as character spans [start, end) of the tokens they pool, in the
+        order of ``slot_groups``' valid mask (heads.regress_init reads them in another tokenizer)."""
+        ids, mask, offsets = tokenize(self.source.tokenizer, list(texts), self.max_tokens, offsets=True)
+        start, end, valid = group_bounds(mask.sum(1), self.wire_slots, self.factor, self.mode)  # (B, W)
+        return [
+            [(o[a][0], o[b - 1][1]) for a, b, v in zip(s_, e_, v_) if v]
+            for o, s_, e_, v_ in zip(offsets, start.tolist(), end.tolist(), valid.tolist())
+        ]
+
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Z (B, W, d_z) float32 for the texts."""
         ids, mask = self.tokenize(texts)
@@ -218,7 +228,9 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         cos, sin (B, T, D): RoPE of the token positions (the keys); the queries get their own."""
         B, T, d = h.shape
         attn = layer.self_attn
-        w, start, end, valid = group_weights(mask, self.wire_slots, self.factor, self.mode)  # (B, W, T), (B, W)
+        w, start, end, valid = group_weights(
+            mask, self.wire_slots, self.factor, self.mode
+        )  # (B, W, T), (B, W)
         t = torch.arange(T, device=h.device)
         # (B, W) mean position of each group, from the float32 weights and elementwise (autocast leaves
         # it float32): bf16 weights of 1/3 are off by 0.2 %, a whole position near token 400, and a

@@ -52,6 +52,13 @@ class TrainArgs:
     # receiver's input exactly as it was (e.g. on CPU: teach the small model the answer format)
     stage_b_models: list[str] = field(default_factory=list)
     stage_b_encoder: bool = True
+    # projector-only warm-up: for the first N steps of Stages A/B the encoder is frozen (Z without a
+    # graph) and only the reading heads train, so a head's start (adapter.init regress) is not
+    # shaken by a shared trunk moving under every receiver's gradients at once
+    encoder_frozen_steps: int = 0
+    # validate once before step 1 (a fresh run): the start's F1 is logged, kept in the summary
+    # (``start_val``) and is a candidate for the best checkpoint like every later validation
+    eval_at_start: bool = False
 
     def validate(self) -> None:
         # every count and rate the loop divides by or schedules with, checked before any job starts
@@ -70,6 +77,12 @@ class TrainArgs:
         must(self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0")
         must(self.stage_a_align >= 0, "stage_a_align", self.stage_a_align, ">= 0")
         must(0 <= self.collapse_ratio <= 1, "collapse_ratio", self.collapse_ratio, "in [0, 1]")
+        must(
+            0 <= self.encoder_frozen_steps <= self.steps,
+            "encoder_frozen_steps",
+            self.encoder_frozen_steps,
+            f"in [0, steps = {self.steps}]",
+        )
         must(
             0 <= self.encoder_warmup_steps <= self.steps,
             "encoder_warmup_steps",

@@ -147,6 +147,13 @@ def train(
     records, best_weights = unit["records"], unit["best_weights"]
     t0, seconds = time.time(), unit["train_seconds"]
     skips = SkipBudget.from_records(t.steps, "train", records)
+    if t.eval_at_start and step == 0 and "start_val" not in best:  # the start, before any update
+        start = validate(lms, il, run, val_rows)
+        log.info("step 0 validation %s", start)
+        best = {**best, "start_val": start}
+        if start["mean_f1"] > best["mean_f1"]:
+            best.update(mean_f1=start["mean_f1"], step=0)
+            best_weights = trainable_weights(il)
     il.train()
     while step < stop and stopped == "completed":
         rng = np.random.default_rng(t.seed * 1_000_003 + step)  # per-step RNG: resumable without state
@@ -161,7 +168,7 @@ def train(
         else:
             record["stage"] = "A" if stage_a else "B"
             step_kw = {"teachers": teachers, "log_grad_norms": norms, "stage_a": stage_a}
-            step_kw["train_encoder"] = t.stage_b_encoder
+            step_kw["train_encoder"] = t.stage_b_encoder and step >= t.encoder_frozen_steps
             record.update(train_step(b_lms, il, run, batch, params, opt, sched, **step_kw))
         step += 1
         skips.check(step, record, [e.get("id") for e in batch])
@@ -171,7 +178,7 @@ def train(
             record["val"] = validate(lms, il, run, val_rows)
             log.info("step %d validation %s", step, record["val"])
             if record["val"]["mean_f1"] > best["mean_f1"]:
-                best = {"mean_f1": record["val"]["mean_f1"], "step": step}
+                best = {**best, "mean_f1": record["val"]["mean_f1"], "step": step}
                 best_weights = trainable_weights(il)
             ratios = [record["val"][lm.spec.name]["unique_prediction_ratio"] for lm in lms]
             if step >= t.collapse_after and max(ratios) < t.collapse_ratio and not static_z:

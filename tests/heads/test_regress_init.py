@@ -8,7 +8,7 @@ from tiny_runs import CPU, TRAIN_DF, make_run, one_thread, two_receivers
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs
 from latentwire.heads.adapters import AdapterArgs, build_adapter
-from latentwire.heads.regress_init import fit_projectors, ridge_fit, set_linear2
+from latentwire.heads.regress_init import fit_projectors, ridge_fit, set_linear2, span_targets
 from latentwire.latent.build import build_interlingua
 from latentwire.training.loop import regress_start
 
@@ -45,10 +45,12 @@ def test_regress_only_with_linear2():
 def _pooled_run(src, d_src: int, **enc):
     run = make_run()
     run.latent.n_shared, run.latent.n_private = 8, 0
-    run.latent.adapter = AdapterArgs(kind="linear2", hidden=2 * d_src, dropout=0.0, init="regress", init_texts=8)
+    run.latent.adapter = AdapterArgs(
+        kind="linear2", hidden=2 * d_src, dropout=0.0, init="regress", init_texts=8
+    )
     run.latent.encoder = EncoderArgs(
-        name="pooled-lm", source_model=src.spec.name, d_z=d_src, drop_last=0, train_layers=1, pool_factor=1,
-        **enc,
+        name="pooled-lm", source_model=src.spec.name, d_z=d_src, drop_last=0, train_layers=1,
+        **{"pool_factor": 1, **enc},
     )  # fmt: skip
     return run
 
@@ -64,10 +66,11 @@ def test_regress_start_maps_each_slot_near_the_mean_embedding_of_its_tokens(lms)
         z = il.encoder(texts)
         ids, w, valid = il.encoder.slot_groups(texts)
         target = (w @ emb[ids].float())[valid]  # (N, d): each slot's mean token embedding
-        own = il.adapter(src.spec.name).body
-        before = (own(z)[valid] - target).pow(2).mean()
+        adapter = il.adapter(src.spec.name)
+        own, scale = adapter.body, adapter.target_rms  # calibrated: the body is fitted to target / RMS
+        before = (own(z)[valid] * scale - target).pow(2).mean()
         report = regress_start(il, run, lms, [], TRAIN_DF)
-        after = (own(z)[valid] - target).pow(2).mean()
+        after = (own(z)[valid] * scale - target).pow(2).mean()
     assert set(report) == {lm.spec.name for lm in lms}
     assert all(r["slots"] > 0 for r in report.values())
     assert after < 0.5 * before, (float(before), float(after))
@@ -80,3 +83,41 @@ def test_regress_refuses_an_encoder_without_slot_groups(lms):
     il = build_interlingua(run.latent, lms, CPU)
     with pytest.raises(ConfigError, match="slot groups"):
         fit_projectors(il, lms, lms[1], ["some text"])
+
+
+def test_another_receiver_reads_its_own_tokens_of_each_slot(lms):
+    """With the same tokenizer, the span targets of the non-source receiver are exactly the mean of
+    its own embeddings of the tokens each slot pools (characters, not a shared-vocabulary map)."""
+    src, other = lms[1], lms[0]
+    run = _pooled_run(src, src.model.get_input_embeddings().weight.shape[1], pool_factor=3)
+    il = build_interlingua(run.latent, lms, CPU)
+    texts = [str(c) for c in TRAIN_DF["context"][:3]] + ["short"]
+    ids, w, valid = il.encoder.slot_groups(texts)
+    spans = il.encoder.slot_spans(texts)
+    assert [len(s) for s in spans] == valid.sum(1).tolist()
+    assert all(a < b for s in spans for a, b in s)
+    emb = other.model.get_input_embeddings()
+    want = (w @ emb(ids).float())[valid]  # (N, d)
+    got = span_targets(other.tokenizer, emb, texts, spans)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    report = regress_start(il, run, lms, [], TRAIN_DF)
+    assert report[other.spec.name]["targets"] == "own tokens"
+    adapter = il.adapter(other.spec.name)  # calibrated: the body sits at unit scale, not the table's
+    with torch.no_grad():
+        body = adapter.body(il.encoder(texts))[valid]
+        fit = (got - got.mean(0)).pow(2).mean().sqrt() / adapter.target_rms
+        assert 0.3 < float((body - body.mean(0)).pow(2).mean().sqrt() / fit) < 3
+    assert report[src.spec.name]["targets"] == "source tokens"
+
+
+def test_span_targets_use_overlapping_tokens_else_the_nearest():
+    class Tok:  # two-character tokens: "abcdef" -> ab | cd | ef
+        def __call__(self, texts, add_special_tokens, return_offsets_mapping):
+            assert not add_special_tokens and return_offsets_mapping
+            return {"input_ids": [[0, 1, 2]], "offset_mapping": [[(0, 2), (2, 4), (4, 6)]]}
+
+    emb = torch.nn.Embedding(3, 2)
+    with torch.no_grad():
+        emb.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]))
+    got = span_targets(Tok(), emb, ["abcdef"], [[(1, 3), (4, 5), (6, 6)]])
+    torch.testing.assert_close(got, torch.tensor([[0.5, 0.5], [2.0, 2.0], [2.0, 2.0]]))

@@ -424,3 +424,44 @@ def test_stage_b_on_a_subset_with_a_frozen_encoder_moves_only_that_receivers_hea
 def test_stage_b_models_must_name_receivers(lms, tmp_path):
     with pytest.raises(ConfigError, match="stage_b_models.*nope"):
         train(lms, make_run(steps=1, stage_b_models=["nope"]), TRAIN_DF, VAL_DF, tmp_path, CPU)
+
+
+# --- projector-only warm-up and the validated start ---------------------------------------------
+
+
+def test_frozen_encoder_steps_train_only_the_heads_then_the_encoder(lms, tmp_path, monkeypatch):
+    """encoder_frozen_steps 2 of 4: steps 1-2 run with the encoder frozen, 3-4 train it; the encoder's
+    weights after step 2 are those it started with."""
+    flags, snaps = [], []
+    real = step_mod.train_step
+
+    def spy(b_lms, il, *a, train_encoder=True, **kw):
+        flags.append(train_encoder)
+        snaps.append({k: v.clone() for k, v in il.encoder.state_dict().items()})
+        return real(b_lms, il, *a, train_encoder=train_encoder, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    train(lms, make_run(steps=4, eval_every=4, encoder_frozen_steps=2), TRAIN_DF, VAL_DF, tmp_path, CPU)
+    assert flags == [False, False, True, True]
+    assert_same_weights(snaps[0], snaps[2])  # two frozen steps left the encoder as it started
+    assert any(not torch.equal(snaps[2][k], snaps[3][k]) for k in snaps[2])  # step 3 moved it
+
+
+def test_eval_at_start_validates_the_start_and_may_keep_it(lms, tmp_path):
+    run = make_run(steps=2, eval_every=2, eval_at_start=True)
+    summary = train(lms, run, TRAIN_DF, VAL_DF, tmp_path, CPU)
+    start = summary["best"]["start_val"]
+    torch.manual_seed(run.train.seed)  # the untrained interlingua train() starts from
+    il = build_interlingua(run.latent, lms, CPU)
+    rows = select_examples(VAL_DF, EvalArgs(n_examples=run.train.val_examples, seed=run.train.seed))
+    assert start == validate(lms, il, run, rows)
+    assert summary["best"]["step"] in (0, 2)
+    assert summary["best"]["mean_f1"] >= start["mean_f1"]
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2]  # the log still holds steps 1..N only
+
+
+def test_encoder_frozen_steps_are_bounded_by_the_run():
+    with pytest.raises(ConfigError, match="encoder_frozen_steps"):
+        from_dict(
+            LatentRunArgs, {"train": {"steps": 3, "encoder_frozen_steps": 4}}, where="latent"
+        ).validate()
