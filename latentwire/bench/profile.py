@@ -3,8 +3,10 @@
 ``latentwire bench`` with ``profile_steps: N`` runs N more Stage B steps after the timed ones with
 the profiler on and keeps (a) each labelled region of :func:`latentwire.training.step.train_step`
 (``encode``, ``forward:<model>``, ``backward:<model>``, ``encoder_backward``, ``update``) with its host
-time, (b) the device's busy time against the wall time (the gap is the device waiting on the host),
-and (c) the operators that took the most device (else host) time. Profile first, then optimise
+time and the device time of the kernels launched inside it (a ``.backward()``'s kernels are launched
+from autograd's own thread, so its device time reads 0 and its host time is the whole backward),
+(b) the device's busy time (each kernel once) against the wall time (the gap is the device waiting
+on the host), and (c) the operators and kernels that took the most device (else host) time. Profile first, then optimise
 (issue #17).
 """
 
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from latentwire.evaluation.timing import sync
@@ -47,30 +50,41 @@ def profile_step(step: Callable[[], None], n: int, device: torch.device, top: in
         sync(device)
     wall_ms = (time.perf_counter() - t0) * 1000 / n
     events = prof.key_averages()
-    regions = {
-        e.key: {
-            "host_ms": round(e.cpu_time_total / 1000 / n, 2),
-            "device_ms": round(_total_device_us(e) / 1000 / n, 2),
-        }
-        for e in events
-        if e.key.startswith(REGIONS)
-    }
-    ops = [e for e in events if not e.key.startswith(REGIONS) and not e.key.startswith("ProfilerStep")]
-    busy_ms = sum(_device_us(e) for e in ops) / 1000 / n
+    on_device = [e for e in events if e.device_type == DeviceType.CUDA]  # kernels, copies, GPU ranges
+    on_host = [e for e in events if e.device_type != DeviceType.CUDA]  # Python ranges and aten ops
+    regions: dict[str, dict] = {}
+    for e in events:  # a labelled range shows up once per timeline: host, and its GPU-side copy
+        if e.key.startswith(REGIONS):
+            r = regions.setdefault(e.key, {"host_ms": 0.0, "device_ms": 0.0})
+            if e.device_type != DeviceType.CUDA:
+                r["host_ms"] = round(r["host_ms"] + e.cpu_time_total / 1000 / n, 2)
+            r["device_ms"] = round(max(r["device_ms"], _total_device_us(e) / 1000 / n), 2)
+    kernels = [e for e in on_device if not e.key.startswith(REGIONS)]
+    busy_ms = sum(_device_us(e) for e in kernels) / 1000 / n  # each kernel once (not also its aten op)
+    ops = [e for e in on_host if not e.key.startswith(REGIONS) and not e.key.startswith("ProfilerStep")]
     by = _device_us if device.type == "cuda" else (lambda e: float(e.self_cpu_time_total))
     ops.sort(key=by, reverse=True)
+    kernels.sort(key=_device_us, reverse=True)
     return {
         "steps": n,
-        "wall_ms_per_step": round(wall_ms, 2),
+        "wall_ms_per_step": round(wall_ms, 2),  # with the profiler's own overhead
         "device_busy_ms_per_step": round(busy_ms, 2),  # 0 on CPU: no device timeline
         "regions": regions,
         "top_ops": [
             {
                 "op": e.key,
                 "calls_per_step": e.count / n,
-                "self_device_ms": round(_device_us(e) / 1000 / n, 3),
+                "self_device_ms": round(_device_us(e) / 1000 / n, 3),  # its kernels' time
                 "self_host_ms": round(e.self_cpu_time_total / 1000 / n, 3),
             }
             for e in ops[:top]
+        ],
+        "top_kernels": [
+            {
+                "kernel": e.key[:160],
+                "calls_per_step": e.count / n,
+                "device_ms": round(_device_us(e) / 1000 / n, 3),
+            }
+            for e in kernels[:10]
         ],
     }
