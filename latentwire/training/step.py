@@ -109,6 +109,14 @@ def _stage_a_loss(lm: LoadedModel, il: Interlingua, run: LatentRunArgs, logits, 
     return sum(parts.values()), parts
 
 
+def _encoder_autocast(lms: list[LoadedModel], run: LatentRunArgs):
+    """bf16 autocast around the encoder on CUDA when ``train.encoder_autocast`` asks (else a no-op)."""
+    device = lms[0].device.type
+    return torch.autocast(
+        device, dtype=torch.bfloat16, enabled=run.train.encoder_autocast and device == "cuda"
+    )
+
+
 def train_step(
     lms: list[LoadedModel],
     il: Interlingua,
@@ -143,8 +151,14 @@ def train_step(
         for mb in micro:
             texts = [content_text(model_view(e), run.prompt) for e in mb]
             answers = [e["answers"] for e in mb]  # read by encoders' auxiliary heads only
-            with torch.set_grad_enabled(train_encoder), record_function("encode"):
+            with (
+                torch.set_grad_enabled(train_encoder),
+                record_function("encode"),
+                _encoder_autocast(lms, run),
+            ):
                 z = il.encode(texts, answers=answers)  # (b, M, d_z)
+            if run.train.encoder_autocast:
+                z = z.float()  # the receivers' heads read fp32 Z either way
             aux = il.encoder_aux_loss() if train_encoder else None  # e.g. select's scorer CE, or None
             z_leaf = z.detach().requires_grad_(True)
             for lm in lms:  # sequential backward: one receiver's graph at a time

@@ -282,3 +282,24 @@ def test_select_encoder_trains_its_scorer_from_gold_answers_and_logs_its_stats(l
     assert "encoder.token_proj.1.weight" in moved and any(n.startswith("adapters") for n in moved)
     assert set(record["encoder"]) == {"aux_loss", "found", "start_acc", "window_hit"}
     assert record["encoder"]["found"] == 1.0 and record["encoder"]["aux_loss"] > 0
+
+
+def test_encoder_autocast_is_cuda_only_and_logs_scalars_once(lms):
+    """On the CPU, train.encoder_autocast changes nothing (bit-identical update and log); the log
+    holds plain floats (read back once per step) for every receiver's loss parts."""
+    batch = select_examples(TRAIN_DF, EvalArgs(n_examples=4))
+    records, states = [], []
+    for flag in (False, True):
+        run = make_run(encoder_autocast=flag)
+        torch.manual_seed(0)
+        il = build_interlingua(run.latent, lms, CPU)
+        params = il.trainable_parameters()
+        opt = torch.optim.AdamW(params, lr=run.train.lr)
+        records.append(train_step(lms, il, run, batch, params, opt))
+        states.append(il.trainable_state_dict())
+    assert_same_weights(states[0], states[1])
+    assert records[0] == records[1]
+    for lm in lms:
+        rec = records[0][lm.spec.name]
+        assert list(rec) == ["loss", "answer", "first", "first_acc"]
+        assert all(type(v) is float for v in rec.values())
