@@ -121,3 +121,22 @@ def test_span_targets_use_overlapping_tokens_else_the_nearest():
         emb.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]))
     got = span_targets(Tok(), emb, ["abcdef"], [[(1, 3), (4, 5), (6, 6)]])
     torch.testing.assert_close(got, torch.tensor([[0.5, 0.5], [2.0, 2.0], [2.0, 2.0]]))
+
+
+def test_pad_slots_are_fitted_to_read_as_nothing(lms):
+    """Slots past a short text's end (the encoder's pad vector) start near zero for every receiver,
+    not at the ridge intercept (a blurred mean token that derailed SmolLM2 on the CPU)."""
+    src = lms[1]
+    run = _pooled_run(src, src.model.get_input_embeddings().weight.shape[1])
+    run.latent.n_shared = 48  # PF 1: most train contexts here are shorter, so they leave pad slots
+    il = build_interlingua(run.latent, lms, CPU)
+    report = regress_start(il, run, lms, [], TRAIN_DF)
+    texts = ["short text", str(TRAIN_DF["context"].iloc[0])]
+    _, _, valid = il.encoder.slot_groups(texts)
+    assert (~valid).any() and all(r["pad_slots"] > 0 for r in report.values())
+    with torch.no_grad():
+        z = il.encoder(texts)
+        for lm in lms:
+            out = il.adapter(lm.spec.name).body(z)  # (B, W, d)
+            pad, real = out[~valid].norm(dim=-1).mean(), out[valid].norm(dim=-1).mean()
+            assert pad < 0.2 * real, (lm.spec.name, float(pad), float(real))
