@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         sources = [load_model(reg[name], args.encoder_manifest, device=cfg.device)]
     contexts = pretrain_contexts(read_split(args.train), [read_split(p) for p in args.held_out])
     il = build_interlingua(cfg.latent, lms, lms[0].device, sources)
-    summary = pretrain(lms, il, cfg, contexts, args.out_dir)
+    summary = pretrain(lms, il, cfg, contexts, args.out_dir, sources)
     write_json(Path(args.out_dir) / "run.json", {"summary": summary, "provenance": provenance(resolved)})
     log.info("pretrained on %d train contexts: %s", summary["contexts"], summary["heldout_after"])
     return 0

@@ -37,7 +37,8 @@ from safetensors.torch import load_file, save_file
 
 from latentwire.batching import collate, embed_ids
 from latentwire.config import ConfigError
-from latentwire.encoders import load_trainable_state_dict
+from latentwire.encoders import load_trainable_state_dict, source_model_name
+from latentwire.heads.regress_init import fit_projectors
 from latentwire.io import atomic_path, write_json
 from latentwire.latent.interlingua import Interlingua, LatentArgs
 from latentwire.models import LoadedModel
@@ -238,11 +239,33 @@ def _schedule(args: PretrainArgs):
     return f
 
 
+def regress_start(il: Interlingua, run: PretrainRunArgs, lms, sources, train_ctx: list[str]) -> dict:
+    """``adapter.init: regress`` before pretraining: each projector starts as the ridge map from Z to
+    the mean input embedding of the tokens each slot pools (:mod:`latentwire.heads.regress_init`),
+    fitted on the first ``adapter.init_texts`` train contexts (already in a seeded order), cut to
+    ``max_segment_words`` words as the reconstruction task compresses them. Returns the fit R²."""
+    by_name = {lm.spec.name: lm for lm in [*lms, *sources]}
+    src = by_name.get(source_model_name(run.latent.encoder) or "")
+    if src is None:
+        raise ConfigError("pretrain: adapter.init regress needs an encoder with a source_model")
+    words = run.pretrain.max_segment_words
+    texts = [" ".join(c.split()[:words]) for c in train_ctx[: run.latent.adapter.init_texts]]
+    report = fit_projectors(il, lms, src, texts)
+    log.info("regress start before pretraining: %s", report)
+    return report
+
+
 def pretrain(
-    lms: list[LoadedModel], il: Interlingua, run: PretrainRunArgs, contexts: list[str], out_dir
+    lms: list[LoadedModel],
+    il: Interlingua,
+    run: PretrainRunArgs,
+    contexts: list[str],
+    out_dir,
+    sources: list[LoadedModel] | None = None,
 ) -> dict:
     """Pretrain ``il``'s encoder and projectors on ``contexts``; writes ``encoder.safetensors``,
-    ``pretrain_log.jsonl`` and ``pretrain_summary.json`` under ``out_dir``. Returns the summary."""
+    ``pretrain_log.jsonl`` and ``pretrain_summary.json`` under ``out_dir``. Returns the summary.
+    ``sources``: the encoder's source model where it is not a receiver (``adapter.init: regress``)."""
     a = run.pretrain
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +273,11 @@ def pretrain(
     order = np.random.default_rng(a.seed).permutation(len(contexts))
     held = [contexts[i] for i in order[:n_held]]
     train_ctx = [contexts[i] for i in order[n_held:]]
+    fit = (
+        regress_start(il, run, lms, sources or [], train_ctx)
+        if run.latent.adapter.init == "regress"
+        else None
+    )
     params = il.trainable_parameters()
     opt = make_optimizer(il, a.lr, a.weight_decay, a.head_lr_scale)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(a))
@@ -278,6 +306,8 @@ def pretrain(
         "trainable_parameters": sum(p.numel() for p in params),
         "skipped_nonfinite_steps": skips.skipped,
     }
+    if fit is not None:
+        summary["regress_fit"] = fit
     write_json(out_dir / "pretrain_summary.json", summary)
     return summary
 

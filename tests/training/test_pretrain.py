@@ -320,3 +320,39 @@ def test_a_non_finite_pretraining_step_is_skipped(lms, tmp_path, monkeypatch):
     summary = pretrain(lms, il, run, pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF]), tmp_path)
     assert summary["skipped_nonfinite_steps"] == [2]
     assert all(torch.isfinite(p).all() for p in il.trainable_parameters())
+
+
+def test_regress_start_fits_the_projectors_before_pretraining(lms, tmp_path, monkeypatch):
+    """adapter.init regress in a pretraining: the ridge start is fitted before step 1 on train contexts
+    only, cut to max_segment_words (what reconstruction compresses); the summary records its R², the
+    checkpoint holds the fitted projectors (not the default start); no source model: refused."""
+    import latentwire.training.pretrain as pre
+
+    contexts = pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF])
+    fitted, weights = [], {}
+    real_fit = pre.fit_projectors
+
+    def spy(il, lms_, src, texts):
+        fitted.append(list(texts))
+        return real_fit(il, lms_, src, texts)
+
+    monkeypatch.setattr(pre, "fit_projectors", spy)
+    for init in ("default", "regress"):
+        latent = {**LATENT, "adapter": {"kind": "linear2", "hidden": 32, "markers": False, "init": init}}
+        pre_cfg = {"steps": 1, "lr": 1e-12, "batch_size": 4, "heldout_contexts": 2, "max_segment_words": 5}
+        run = from_dict(PretrainRunArgs, {"latent": latent, "pretrain": pre_cfg}, where="pretrain")
+        torch.manual_seed(0)
+        il = build_interlingua(run.latent, lms, CPU)
+        summary = pretrain(lms, il, run, contexts, tmp_path / init)
+        weights[init] = {k: v.clone() for k, v in il.adapters.state_dict().items()}
+        assert ("regress_fit" in summary) == (init == "regress")
+    assert len(fitted) == 1 and len(fitted[0]) == 4  # the 4 train contexts left after 2 held out
+    train_words = [c.split() for c in TRAIN_DF["context"]]
+    assert all(len(t.split()) == 5 and any(w[:5] == t.split() for w in train_words) for t in fitted[0])
+    assert any(not torch.allclose(weights["default"][k], weights["regress"][k]) for k in weights["regress"])
+    no_src = {**LATENT["encoder"], "name": "meanpool"}
+    latent = {**LATENT, "encoder": no_src, "adapter": {"kind": "linear2", "init": "regress"}}
+    run = from_dict(PretrainRunArgs, {"latent": latent, "pretrain": {"steps": 1}}, where="pretrain")
+    il = build_interlingua(run.latent, lms, CPU)
+    with pytest.raises(ConfigError, match="needs an encoder with a source_model"):
+        pre.regress_start(il, run, lms, [], contexts)
