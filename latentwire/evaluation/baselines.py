@@ -116,6 +116,8 @@ def text_prompt_maker(
         if ids != full.content:
             raise ValueError(f"{lm.spec.name}: offset tokenization differs from the prompt's content ids")
         c = Content(text, ids, offsets, full.prefix)
+        if prompt_args.replaces == "context":  # the question is shown as text, beside the content
+            c.question = str(view["question"]).strip()
         if kind == "oracle":
             c.answers = gold[key]
         if kind == "select-text":

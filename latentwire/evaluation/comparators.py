@@ -10,7 +10,9 @@ Kinds (the ``{baseline}`` names, M the number of content positions kept):
 
 - ``tail-M``: the last M content tokens (the head budget ``budget-M`` keeps the first M).
 - ``lexical-M``: the ``select`` encoder's untrained lexical window: the head (the question's tokens,
-  at most M // 2), then a window at the densest question-word overlap.
+  at most M // 2), then a window at the densest question-word overlap. Where the prompt shows the
+  question outside the content (``prompt.replaces: context``) there is no head: all M positions are
+  the window, placed by its overlap with that question.
 - ``selfinfo-M``: training-free self-information pruning with the receiver itself (Selective-Context
   style): the M content tokens of highest surprisal given the prompt before them, in order.
 - ``oracle-M``: the head, then a window placed at the gold answer's first token. It READS THE GOLD
@@ -60,12 +62,20 @@ def keep_tail(n_tokens: int, M: int) -> list[int]:
     return list(range(max(0, n_tokens - M), n_tokens))
 
 
-def keep_lexical(text: str, offsets: list[tuple[int, int]], M: int) -> list[int]:
-    """Head + the window at the densest question-word overlap (``select``'s lexical prior alone)."""
-    n_head = head_length(text, offsets, HEAD_MARKER, M)
+def keep_lexical(text: str, offsets: list[tuple[int, int]], M: int, question: str | None = None) -> list[int]:
+    """Head + the window at the densest question-word overlap (``select``'s lexical prior alone).
+
+    ``question``: the question where it is not part of ``text`` (``prompt.replaces: context``); the
+    content then has no head and the window's overlap is counted against this question."""
     if len(offsets) <= M:
         return list(range(len(offsets)))
-    cut = text.find(HEAD_MARKER)
+    if question is not None:  # score "question \n content" and keep the content's own offsets
+        shift = len(question) + len(HEAD_MARKER)
+        text, cut, n_head = question + HEAD_MARKER + text, len(question), 0
+        offsets = [(s + shift, e + shift) for s, e in offsets]
+    else:
+        n_head = head_length(text, offsets, HEAD_MARKER, M)
+        cut = text.find(HEAD_MARKER)
     ind = torch.tensor([overlap_indicator(text, offsets, n_head, cut)])  # (1, T)
     dens = overlap_density(ind, LEXICAL_WINDOW)[0]  # (T,)
     dens[:n_head] = -1.0  # the window starts after the head
@@ -135,6 +145,7 @@ class Content:
     ids: list[int]  # (T,) its ids, exactly the text prompt's content ids
     offsets: list[tuple[int, int]]  # (T,) character span of each id in ``text``
     prefix: list[int]  # the prompt contract's prefix ids (what selfinfo conditions on)
+    question: str | None = None  # the question when the prompt shows it outside ``text`` (replaces: context)
     answers: list[str] | None = None  # gold answers: handed over for ``oracle`` only
     window: Mapping | None = None  # the ``select-windows`` record: for ``select-text`` only
 
@@ -148,7 +159,7 @@ def _pick(c: Content, idx: list[int]) -> list[int]:
 
 
 COMPARATORS.register("tail")(lambda c, M, lm: _pick(c, keep_tail(len(c.ids), M)))
-COMPARATORS.register("lexical")(lambda c, M, lm: _pick(c, keep_lexical(c.text, c.offsets, M)))
+COMPARATORS.register("lexical")(lambda c, M, lm: _pick(c, keep_lexical(c.text, c.offsets, M, c.question)))
 COMPARATORS.register("selfinfo")(
     lambda c, M, lm: _pick(c, keep_selfinfo(content_surprisal(lm.model, c.prefix, c.ids), M))
 )

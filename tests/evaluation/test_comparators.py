@@ -66,6 +66,29 @@ def test_lexical_window_holds_the_question_words(tiny_lm):
     assert "team won" not in text[: offsets[M - 1][1]].split("Context:")[1]  # not where budget-M looks
 
 
+CONTEXT_ONLY = {
+    "replaces": "context",
+    "content_template": "Context: {context}",
+    "user_template": "{content}\n\nQuestion: {question}\nAnswer:",
+}
+
+
+def test_lexical_reads_the_question_shown_outside_the_content(tiny_lm):
+    """prompt.replaces: context: the content holds no question, so the window's overlap is counted
+    against the example's question (before the fix it fell back to budget-M's first window)."""
+    args = PromptArgs(**CONTEXT_ONLY)
+    text, ids, offsets = _content(tiny_lm, args)
+    M = 16
+    assert keep_lexical(text, offsets, M) == list(range(M))  # without the question: budget-M
+    kept = keep_lexical(text, offsets, M, question=VIEW["question"])
+    assert len(kept) == M and kept == list(range(kept[0], kept[0] + M))  # one window, no head
+    assert "team won" in text[offsets[kept[0]][0] : offsets[kept[-1]][1]]
+    made = text_prompt_maker(tiny_lm, args, f"lexical-{M}")([VIEW])
+    budget = text_prompt_maker(tiny_lm, args, f"budget-{M}")([VIEW])
+    assert made.facts[0]["content_positions"] == budget.facts[0]["content_positions"] == M
+    assert not torch.equal(made.embeds[0], budget.embeds[0])
+
+
 def test_oracle_window_contains_the_answer(tiny_lm):
     text, ids, offsets = _content(tiny_lm)
     kept = keep_oracle(text, offsets, [ANSWER], 16)
