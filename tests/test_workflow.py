@@ -152,8 +152,8 @@ def test_changing_one_budget_schedules_only_its_jobs(test_run, tmp_path):
     stats = job_stats(res.stdout)
     assert stats.pop("baseline") == 3  # budget-12, once per model (the added tiny-gemma too)
     assert stats.pop("all") == 1
-    # plus the aggregates (results table, intervals/hypotheses, figures), once each, and nothing else
-    assert stats == {"results_table": 1, "stats_tables": 1, "table_figures": 1}
+    # plus the aggregates (results table, intervals/hypotheses, sweeps, figures), once each, and nothing else
+    assert stats == {"results_table": 1, "stats_tables": 1, "sweep_tables": 1, "table_figures": 1}
     outputs = {
         path
         for line in res.stdout.splitlines()
@@ -190,6 +190,11 @@ def test_full_run_writes_intervals_hypotheses_figures_and_a_report(test_run, tmp
     assert set(hy["status"]) <= {"met", "not met", "not evaluable"}
     assert (tables / "intervals.md").is_file() and (tables / "hypotheses.md").is_file()
     assert json.loads((tables / "stats.json").read_text())["stats"]["n_resamples"] == 1000
+    pf = pd.read_csv(tables / "sweeps" / "pf.csv")  # one full-precision row per latent run and receiver
+    assert len(pf) == len(
+        iv[(iv["kind"] == "mean") & (iv["metric"] == "f1") & iv["system"].str.fullmatch(r"latent:[^: ]+")]
+    )
+    assert (tables / "sweeps" / "bits.csv").is_file() and (tables / "sweeps" / "pretraining.csv").is_file()
     for name in FIGURES:
         assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.svg").stat().st_size > 1000
     report = tmp_path / "report.html"

@@ -16,7 +16,7 @@
 #             the dry run and the real run (checked in sacct) submit only the new budget's
 #             baseline jobs and the aggregate table; then change one latent experiment's setting
 #             (.test meanpool's train.lr): only its stage_a, stage_b and stage_c jobs and the
-#             aggregates (results_table, stats_tables, table_figures)
+#             aggregates (results_table, stats_tables, sweep_tables, table_figures)
 #   report    snakemake --report
 # Job ids printed by Snakemake are checked against sacct (real sbatch jobs).
 #

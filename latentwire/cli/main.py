@@ -30,6 +30,7 @@ SUBCOMMANDS = (
     "add_receiver",
     "pretrain",
     "table",
+    "sweeps",
     "report",
     "bench",
     "nll_check",

@@ -47,12 +47,15 @@ LOG = "train_log.jsonl"
 
 # Outputs of the report rules (workflow/rules/report.smk): tables, then figures (PNG + SVG).
 STATS_TABLES = ("intervals.csv", "intervals.md", "hypotheses.csv", "hypotheses.md")
+SWEEPS = f"{TABLES}/sweeps"  # rule sweep_tables: F1 vs pooling factor, pretraining, wire bits
+SWEEP_TABLES = ("pf.csv", "pretraining.csv", "bits.csv")
 FIGURE_NAMES = ("f1_vs_m", "latency", "payload", "training")
 
 
 def report_outputs() -> list[str]:
-    """Every file the report rules write (``stats_tables``, then ``table_figures``)."""
+    """Every file the report rules write (``stats_tables``, ``sweep_tables``, ``table_figures``)."""
     out = [f"{TABLES}/{name}" for name in STATS_TABLES] + [f"{TABLES}/stats.json"]
+    out += [f"{SWEEPS}/{name}" for name in SWEEP_TABLES] + [f"{SWEEPS}/sweeps.json"]
     out += [f"{FIGURES}/{f}.{ext}" for f in FIGURE_NAMES for ext in ("png", "svg")]
     return out + [f"{FIGURES}/figures.json"]
 

@@ -147,3 +147,9 @@ def reference_eval_dir(wildcards):
 
 def extend_json(wildcards):
     return PLAN.extend_json(PLAN.extension_named(wildcards.exp, wildcards.model))
+
+
+def pretrain_summaries(wildcards):
+    """The pretrain_summary.json of every pretraining some experiment starts from (sweep_tables)."""
+    template = paths.inside(paths.PRETRAIN, "pretrain_summary.json")
+    return [template.format(dataset=d, pretrain=n, seed=s) for d, n, s in PLAN.pretrain_cells()]

@@ -98,3 +98,32 @@ rule table_figures:
         " --payload {output.payload_png:q} {output.payload_svg:q}"
         " --training {output.training_png:q} {output.training_svg:q}"
         " --provenance {output.provenance:q} > {log:q} 2>&1"
+
+
+rule sweep_tables:
+    input:
+        metrics=table_metrics,
+        intervals="results/tables/intervals.csv",
+        pretrain_summaries=pretrain_summaries,
+    output:
+        **{
+            name.removesuffix(".csv"): report(
+                f"{paths.SWEEPS}/{name}",
+                caption="../report/sweeps.rst",
+                category="Tables",
+                labels={"table": f"encoder sweep: {name}"},
+            )
+            for name in paths.SWEEP_TABLES
+        },
+        provenance=f"{paths.SWEEPS}/sweeps.json",
+    log:
+        "logs/tables/sweeps.log",
+    conda:
+        "../envs/latentwire.yaml"
+    params:
+        datasets=table_datasets,
+        out_dir=lambda w, output: os.path.dirname(output.provenance),
+    shell:
+        "latentwire sweeps --metrics {input.metrics:q} --datasets {params.datasets:q}"
+        " --intervals {input.intervals:q} --pretrain-summaries {input.pretrain_summaries:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
