@@ -237,7 +237,9 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(lms):
     # the layers really were recomputed: once per backward pass (the step's own + one per logged part)
     backwards = 1 + len(rec_on["grad_norms"][lms[0].spec.name])
     assert n_off > 0 and n_on == n_off * (1 + backwards)
-    assert_close_updates(d_off, d_on, rtol=1e-5, atol=1e-7)
+    # recomputation may round differently: CI saw one element of 8,256 off by 1.2e-7 (one fp32 ulp of
+    # 1.0) at atol 1e-7; a gradient that checkpointing got wrong differs by orders of magnitude more
+    assert_close_updates(d_off, d_on, rtol=1e-5, atol=1e-6)
     for lm in lms:
         name = lm.spec.name
         assert rec_on[name]["loss"] == pytest.approx(rec_off[name]["loss"], rel=1e-6)
