@@ -180,5 +180,6 @@ def _fit_wire(args, run: LatentRunArgs, il) -> Wire:
         if not args.fit_data:
             raise SystemExit("latent.wire.formats has pq: pass the train split as --fit-data")
         fit = select_examples(read_split(args.fit_data), EvalArgs(n_examples=run.latent.wire.pq_fit_examples))
-        wire.fit(il.encode, [content_text(model_view(e), run.prompt) for e in fit], run.eval.batch_size)
+        texts = [content_text(model_view(e), run.prompt) for e in fit]
+        wire.fit(il.encode, texts, run.eval.batch_size, il.filled)
     return wire

@@ -10,7 +10,7 @@ checkpoint holds exactly what training changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
@@ -110,12 +110,17 @@ class EncoderArgs:
 @runtime_checkable
 class Encoder(Protocol):
     """What the interlingua and the training loop read from an encoder, beside
-    ``forward(texts) -> Z`` (B, wire_slots, d_z): every registered encoder has all four."""
+    ``forward(texts) -> Z`` (B, wire_slots, d_z): every registered encoder has all of them."""
 
     reads_answers: bool  # training calls forward(texts, answers=...) for an auxiliary head
     input_independent: bool  # Z is the same for every input (the static control): never "collapsed"
     aux_loss: torch.Tensor | None  # the auxiliary loss of the last training forward, if any
     last_stats: Mapping[str, float]  # that forward's diagnostics, logged beside the loss
+    fills_partially: bool  # a short text fills only the first filled_slots(texts) slots (the rest: padding)
+
+    def filled_slots(self, texts: Sequence[str]) -> list[int] | None:
+        """Per text, how many leading slots of Z carry it (``latent.trim_pad`` sends only those)."""
+        ...
 
 
 class EncoderDefaults:
@@ -124,8 +129,13 @@ class EncoderDefaults:
 
     reads_answers: ClassVar[bool] = False
     input_independent: ClassVar[bool] = False
+    fills_partially: ClassVar[bool] = False
     aux_loss: torch.Tensor | None = None
     last_stats: Mapping[str, float] = MappingProxyType({})
+
+    def filled_slots(self, texts: Sequence[str]) -> list[int] | None:
+        """None: every slot of Z carries the text (an encoder with ``fills_partially`` overrides this)."""
+        return None
 
 
 # name -> builder(args, wire_slots, models) -> an Encoder (nn.Module, forward(texts) -> (B, wire_slots, d_z))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +96,8 @@ class _Frozen:
 @ENCODERS.register("pooled-lm")
 class PooledLMEncoder(EncoderDefaults, nn.Module):
     """Source-model trunk with a pooled last block (see module docstring): list[str] → (B, W, d_z)."""
+
+    fills_partially = True  # factor mode: a text of L tokens fills ⌈L / g⌉ ≤ W slots
 
     def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()
@@ -165,6 +168,14 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         ids, mask = self.tokenize(texts)
         w, _, _, valid = group_weights(mask, self.wire_slots, self.factor, self.mode)
         return ids, w, valid
+
+    def filled_slots(self, texts: Sequence[str]) -> list[int]:
+        """Per text, the leading slots its token groups fill (≥ 1; ``fixed`` mode: all W). The rest
+        hold the learned pad vector; ``latent.trim_pad`` sends and reads only the filled ones."""
+        _, mask = tokenize(self.source.tokenizer, list(texts), self.max_tokens)
+        return [
+            max(1, n_groups(int(n), self.wire_slots, self.factor, self.mode)) for n in mask.sum(1).tolist()
+        ]
 
     def slot_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Each text's valid slots as character spans [start, end) of the tokens they pool, in the

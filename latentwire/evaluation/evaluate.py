@@ -200,6 +200,7 @@ def summarize(rows: list[dict], lm: LoadedModel | None = None) -> dict[str, Any]
         "prompt_tokens",
         "content_positions",
         "text_content_tokens",
+        "wire_slots",
         "payload_bytes",
         "payload_id_bytes",
         "text_bytes",

@@ -108,10 +108,11 @@ def rescore_jointly(
     scores = {s: {c: [] for c in names} for s in names}
     for start in range(0, len(examples), batch_size):
         chunk = [model_view(e) for e in examples[start : start + batch_size]]
-        z = interlingua.encode([content_text(v, prompt_args) for v in chunk])  # (B, M, d_z)
+        texts = [content_text(v, prompt_args) for v in chunk]
+        z, filled = interlingua.encode(texts), interlingua.filled(texts)  # (B, M, d_z); slots sent
         cands = [[r["prediction"] for r in rows_by_model[c][start : start + batch_size]] for c in names]
         for lm in lms:
-            prompts, prefix = latent_inputs(lm, interlingua, prompt_args, chunk, z)
+            prompts, prefix = latent_inputs(lm, interlingua, prompt_args, chunk, z, filled)
             for c, got in zip(names, candidate_score_sets(lm, prompts, cands, prompt_args, prefix)):
                 scores[lm.spec.name][c] += got
     return joint_summary(rows_by_model, scores)

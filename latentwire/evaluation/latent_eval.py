@@ -19,7 +19,7 @@ from latentwire.io import write_json, write_jsonl
 from latentwire.latent.interlingua import Interlingua
 from latentwire.latent.payload import payload_bytes
 from latentwire.latent.prompts import donor_map, latent_prompt_maker
-from latentwire.latent.wire import Wire, WireArgs
+from latentwire.latent.wire import Wire, WireArgs, mean_bytes
 from latentwire.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ def evaluate_latent(
             zt = (lambda z, f=fmt: wire.roundtrip(z, f)) if fmt else None
             maker = latent_prompt_maker(lm, il, run.prompt, control, zt, donors)
             rows, summary = evaluate(lm, examples, maker, run.prompt, run.eval, desc=f"{lm.spec.name}/{name}")
+            slots = [r.get("wire_slots", total) for r in rows]  # per message (fewer with latent.trim_pad)
             if fmt:
-                summary.update(wire.facts(fmt, total))
+                summary.update(wire.facts(fmt, slots))
             summary.update(
                 {
                     "system": name,
@@ -90,8 +91,11 @@ def evaluate_latent(
                     "reading_head": run.latent.head_name(),
                     "provenance": prov,
                     "payload_bytes_by_format": {
-                        **{f: payload_bytes(total, d_z, f) for f in ("fp32", "fp16", "int8")},
-                        **{f: wire.facts(f, total)["payload_bytes"] for f in run.latent.wire.formats},
+                        **{
+                            f: mean_bytes(slots, lambda n, f=f: payload_bytes(n, d_z, f))
+                            for f in ("fp32", "fp16", "int8")
+                        },
+                        **{f: wire.facts(f, slots)["payload_bytes"] for f in run.latent.wire.formats},
                     },
                 }
             )

@@ -9,6 +9,7 @@ a learnable factor exp(log_scale) that starts at 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,7 +49,12 @@ class AdapterArgs:
         must(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "in [0, 1)")
         must(self.tanh_scale > 0, "tanh_scale", self.tanh_scale, "> 0")
         must(self.init_texts >= 1, "init_texts", self.init_texts, ">= 1")
-        must(self.init != "regress" or self.kind == "linear2", "init", self.init, "regress only with kind linear2")
+        must(
+            self.init != "regress" or self.kind == "linear2",
+            "init",
+            self.init,
+            "regress only with kind linear2",
+        )
 
 
 # kind -> builder(args, d_z, d_model) -> nn.Module mapping (B, M, d_z) -> (B, M, d_model), uncalibrated
@@ -133,12 +139,22 @@ class Adapter(nn.Module):
         if args.markers:  # (2, d_model) at the embedding table's scale, outside the calibration
             self.markers = nn.Parameter(torch.randn(2, d_model) * self.target_rms)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, filled: Sequence[int] | None = None) -> torch.Tensor:
         """Z (B, M, d_z) float → soft tokens (B, M, d_model) in the same dtype as the parameters;
-        (B, M + 2, d_model) with ``markers`` (begin marker, the M soft tokens, end marker)."""
+        (B, M + 2, d_model) with ``markers`` (begin marker, the M soft tokens, end marker).
+        ``filled``: per example, the leading slots its message carries (``latent.trim_pad``): the
+        calibration's RMS is taken over those only, so the unsent slots do not scale the sent ones."""
         out = self.body(z)  # (B, M, d_model)
         if self.calibrate:
-            rms = out.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()  # (B, 1, 1)
+            if filled is None:
+                rms = out.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()  # (B, 1, 1)
+            else:
+                n = torch.tensor(list(filled), device=out.device)  # (B,)
+                keep = (torch.arange(out.shape[1], device=out.device)[None] < n[:, None])[
+                    ..., None
+                ]  # (B, M, 1)
+                ms = (out.pow(2) * keep).sum(dim=(1, 2), keepdim=True) / (n[:, None, None] * out.shape[2])
+                rms = ms.add(1e-12).sqrt()  # (B, 1, 1)
             out = out * (self.target_rms * self.log_scale.exp() / rms)
         if hasattr(self, "markers"):
             B = out.shape[0]

@@ -44,6 +44,9 @@ class LatentArgs:
     lora: LoraArgs = field(default_factory=LoraArgs)  # scoped LoRA on the receivers (rank 0 = off)
     gist_tokens: int = 0  # > 0: a gist head per receiver rebuilds up to this many content embeddings
     wire: WireArgs = field(default_factory=WireArgs)  # quantized wire formats evaluated (see wire.py)
+    # send and read only the slots a text fills (an encoder that fills fewer than W slots for a short
+    # text: pooled-lm, pool_mode factor); off: every message carries W slots, the rest the pad vector
+    trim_pad: bool = False
 
     def validate(self) -> None:
         must(self.n_shared >= 0, "n_shared", self.n_shared, ">= 0")
@@ -56,6 +59,13 @@ class LatentArgs:
             raise ConfigError("latent.gist_tokens: must be >= 0")
         if self.coprocessor.enabled and not self.shallow:
             raise ConfigError("latent.coprocessor: augments the soft tokens' cache; needs shallow: true")
+        if self.trim_pad and (
+            self.n_private or not self.shallow or self.deep_prefix.enabled or self.coprocessor.enabled
+        ):
+            raise ConfigError(
+                "latent.trim_pad: only with shared slots read through the shallow head "
+                "(n_private 0, no deep_prefix, no coprocessor)"
+            )
         if self.coprocessor.enabled and self.adapter.markers:
             raise ConfigError(
                 "latent.adapter.markers: not with the coprocessor (it reads the soft tokens only)"
@@ -130,6 +140,10 @@ class Interlingua(nn.Module):
         if bad or not self.wire_names:
             raise ValueError(f"private_of {bad}: newcomers must read the private slots of a wire receiver")
         self.encoder = build_encoder(args.encoder, args.total_slots(len(self.wire_names)), models)
+        if args.trim_pad and not self.encoder.fills_partially:
+            raise ConfigError(
+                f"latent.trim_pad: encoder {args.encoder.name!r} fills every slot (nothing to trim)"
+            )
         d_z = args.encoder.d_z
         self.adapters = nn.ModuleDict(
             {_key(n): build_adapter(args.adapter, d_z, r.d_model, r.embed_rms) for n, r in receivers.items()}
@@ -201,11 +215,13 @@ class Interlingua(nn.Module):
         ]
         return own + lora
 
-    def read(self, z: torch.Tensor, name: str) -> Reading:
-        """Receiver ``name``'s view of Z (B, W, d_z): its M slots through every enabled reading head."""
+    def read(self, z: torch.Tensor, name: str, filled: Sequence[int] | None = None) -> Reading:
+        """Receiver ``name``'s view of Z (B, W, d_z): its M slots through every enabled reading head.
+        ``filled`` (:meth:`filled`): the slots each message carries; the soft tokens stay (B, M, d)
+        and the caller keeps the first ``filled`` of them (:func:`latentwire.latent.prompts.trim_soft`)."""
         slots = self.slots_for(z, name)  # (B, M, d_z)
         key = _key(name)
-        soft = self.adapters[key](slots) if self.args.shallow else None
+        soft = self.adapters[key](slots, filled) if self.args.shallow else None
         prefix = self.deep[key](slots) if self.args.deep_prefix.enabled else None
         return Reading(soft, prefix, slots)
 
@@ -226,9 +242,15 @@ class Interlingua(nn.Module):
             if _key(n) in self.coproc
         }
 
-    def positions(self) -> int:
-        """Prompt positions the latent occupies in each receiver (soft tokens + deep prefix length)."""
-        S, shallow = self.args.read_slots(), int(self.args.shallow)
+    def filled(self, texts: Sequence[str]) -> list[int] | None:
+        """With ``latent.trim_pad``: per content text, the slots of Z it fills, the only ones sent and
+        read (the first n of the M shared slots); otherwise None (all M)."""
+        return self.encoder.filled_slots(list(texts)) if self.args.trim_pad else None
+
+    def positions(self, filled: int | None = None) -> int:
+        """Prompt positions the latent occupies in each receiver (soft tokens + deep prefix length);
+        ``filled``: the slots of one trimmed message (:meth:`filled`) instead of M."""
+        S, shallow = filled or self.args.read_slots(), int(self.args.shallow)
         markers = 2 * shallow * int(self.args.adapter.markers)  # begin / end marker tokens
         return S * shallow + markers + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 

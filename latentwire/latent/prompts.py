@@ -10,7 +10,7 @@ the batch) and ``zero`` (Z = 0).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -25,19 +25,33 @@ from latentwire.scaffold_cache import scaffold_cache_off, scaffold_prefix
 Control = Literal["none", "shuffled", "zero"]
 
 
+def trim_soft(soft: torch.Tensor, filled: Sequence[int] | None, markers: bool) -> list[torch.Tensor]:
+    """Each row's soft tokens, cut to its filled slots (``latent.trim_pad``): soft (B, S(+2), d) →
+    [(n_i (+2), d)]; with ``markers`` the begin / end marker rows stay around them. None: all S."""
+    if filled is None:
+        return list(soft)
+    if markers:
+        return [torch.cat([s[:1], s[1 : 1 + n], s[-1:]]) for s, n in zip(soft, filled)]
+    return [s[:n] for s, n in zip(soft, filled)]
+
+
 def latent_inputs(
     lm: LoadedModel,
     interlingua: Interlingua,
     prompt_args: PromptArgs,
     views: list[dict],
     z: torch.Tensor,
+    filled: Sequence[int] | None = None,
 ) -> tuple[list[torch.Tensor], KVPrefix | None]:
     """Per-example prompt embeddings (T_i, d) with Z's soft tokens in the content slot (if the
     shallow head is on) and the batch's deep K/V prefix (if on). Every training, evaluation and
-    rescoring forward builds its inputs here. The scaffold is ``lm``'s prompt (prompt_for)."""
+    rescoring forward builds its inputs here. The scaffold is ``lm``'s prompt (prompt_for).
+    ``filled``: per row, the slots its message carries (:meth:`Interlingua.filled`; None: all)."""
     prompt_args = prompt_for(lm.spec, prompt_args)
-    reading = interlingua.read(z, lm.spec.name)
-    soft = reading.soft.to(lm.dtype) if reading.soft is not None else None  # (B, S, d)
+    reading = interlingua.read(z, lm.spec.name, filled)
+    soft = None
+    if reading.soft is not None:  # [(S_i, d)]
+        soft = trim_soft(reading.soft.to(lm.dtype), filled, interlingua.args.adapter.markers)
     # When the latent replaces question + context, the scaffold is the same for every example:
     # render and embed it once per batch (the chat template is the slow part of a training step),
     # and without a deep prefix read its head from the receiver's scaffold cache (scaffold_cache:
@@ -148,11 +162,12 @@ def latent_prompt_maker(
         sources = [donors[(v["question"], v["context"])] for v in views] if control == "shuffled" else views
         texts = [content_text(v, prompt_args) for v in sources]
         z = interlingua.encode(texts)  # (B, M, d_z)
+        filled = interlingua.filled(texts)  # the donor's slots for the shuffled control
         if z_transform is not None:
             z = z_transform(z)
         if control == "zero":
             z = torch.zeros_like(z)
-        prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z)
+        prompts, prefix = latent_inputs(lm, interlingua, prompt_args, views, z, filled)
         # positions attended over before the prompt: the real entries of the prefix, per row
         P = (
             [0] * len(views)
@@ -160,14 +175,15 @@ def latent_prompt_maker(
             else ([prefix.length] * len(views) if prefix.mask is None else prefix.mask.sum(1).tolist())
         )
         facts = []
-        for v, p, n_prefix in zip(views, prompts, P):
+        for v, p, n_prefix, n in zip(views, prompts, P, filled or [None] * len(views)):
             full = build_prompt(v, lm.tokenizer, own, lm.uses_chat_template, "text")
             facts.append(
                 {
                     "prompt_tokens": p.shape[0] + int(n_prefix),  # every position the receiver attends over
-                    "content_positions": interlingua.positions(),
+                    "content_positions": interlingua.positions(n),
                     "text_content_tokens": len(full.content),
-                    "payload_bytes": total * d_z * 2,  # fp16 wire format; see payload.py for others
+                    "wire_slots": n or total,  # slots this message sends
+                    "payload_bytes": (n or total) * d_z * 2,  # fp16 wire format; see payload.py for others
                     "text_bytes": len(full.content_text.encode("utf-8")),
                 }
             )

@@ -19,7 +19,7 @@ The receiver gets the dequantized Z (:meth:`Wire.roundtrip`), through the same r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -130,6 +130,14 @@ def _nearest(sub: torch.Tensor, c: torch.Tensor, chunk: int = 4096) -> torch.Ten
     )
 
 
+def mean_bytes(wire_slots: int | Sequence[int], size: Callable[[int], int]) -> int | float:
+    """``size(n)`` for one slot count, or its mean over messages of ``wire_slots`` slots each (an int
+    where every message has the same size)."""
+    counts = [wire_slots] if isinstance(wire_slots, int) else list(wire_slots)
+    sizes = [size(n) for n in counts]
+    return sizes[0] if len(set(sizes)) == 1 else sum(sizes) / len(sizes)
+
+
 def wire_bytes(fmt: str, wire_slots: int, d_z: int, args: WireArgs) -> int:
     """Bytes of one message of Z (W = ``wire_slots`` × ``d_z``) in wire format ``fmt`` (see module doc)."""
     if fmt in ("int8", "int4"):
@@ -148,17 +156,25 @@ class Wire:
         self.pq: ProductQuantizer | None = None
 
     def fit(
-        self, encode: Callable[[list[str]], torch.Tensor], texts: list[str], batch_size: int = 16
+        self,
+        encode: Callable[[list[str]], torch.Tensor],
+        texts: list[str],
+        batch_size: int = 16,
+        filled: Callable[[list[str]], list[int] | None] | None = None,
     ) -> None:
-        """Learn the PQ codebooks (if ``pq`` is a format) on the slots of ``encode(texts)`` (TRAIN texts)."""
+        """Learn the PQ codebooks (if ``pq`` is a format) on the slots of ``encode(texts)`` (TRAIN
+        texts); ``filled`` (Interlingua.filled): only the slots each message sends."""
         if "pq" not in self.args.formats:
             return
+        rows = []
         with torch.no_grad():
-            z = torch.cat(
-                [encode(texts[i : i + batch_size]).float() for i in range(0, len(texts), batch_size)]
-            )
+            for i in range(0, len(texts), batch_size):
+                chunk = texts[i : i + batch_size]
+                z = encode(chunk).float()  # (b, W, d_z)
+                n = (filled(chunk) if filled else None) or [z.shape[1]] * len(chunk)
+                rows += [z_i[:k] for z_i, k in zip(z, n)]
         self.pq = ProductQuantizer(self.d_z, self.args.pq_subvectors, self.args.pq_bits)
-        self.pq.fit(z.reshape(-1, self.d_z), self.args.pq_iters, self.args.seed)
+        self.pq.fit(torch.cat(rows), self.args.pq_iters, self.args.seed)
 
     def roundtrip(self, z: torch.Tensor, fmt: str) -> torch.Tensor:
         """What the receiver gets: Z (B, W, d_z) encoded to ``fmt`` and decoded."""
@@ -170,9 +186,11 @@ class Wire:
             return self.pq.decode(self.pq.encode(z)).to(z.dtype)
         raise ValueError(f"unknown wire format {fmt!r}; choose from {WIRE_FORMATS}")
 
-    def facts(self, fmt: str, wire_slots: int) -> dict:
-        """Payload bytes of ``fmt`` (and the codebook's one-off size for pq) for a metrics file."""
-        out = {"payload_bytes": wire_bytes(fmt, wire_slots, self.d_z, self.args), "wire_format": fmt}
+    def facts(self, fmt: str, wire_slots: int | Sequence[int]) -> dict:
+        """Payload bytes of ``fmt`` (and the codebook's one-off size for pq) for a metrics file;
+        ``wire_slots`` per message (their mean bytes, for trimmed messages) or one count for all."""
+        out = {"payload_bytes": mean_bytes(wire_slots, lambda n: wire_bytes(fmt, n, self.d_z, self.args)),
+               "wire_format": fmt}  # fmt: skip
         if fmt == "pq":
             out["codebook_bytes"] = self.pq.codebook_bytes() if self.pq else None
             out["pq"] = {"subvectors": self.args.pq_subvectors, "bits": self.args.pq_bits}

@@ -41,6 +41,7 @@ from latentwire.encoders import load_trainable_state_dict, source_model_name
 from latentwire.heads.regress_init import fit_projectors
 from latentwire.io import atomic_path, write_json
 from latentwire.latent.interlingua import Interlingua, LatentArgs
+from latentwire.latent.prompts import trim_soft
 from latentwire.models import LoadedModel
 from latentwire.scoring import answer_logits
 from latentwire.training.nonfinite import SkipBudget, guarded_update
@@ -153,9 +154,12 @@ def receiver_loss(
     targets: list[str],
     tasks: list[str],
     args: PretrainArgs,
+    filled: list[int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean target-token CE of receiver ``lm`` reading Z (B, M, d_z); also the mean per task."""
-    soft = il.read(z, lm.spec.name).soft.to(lm.dtype)  # (B, S, d)
+    """Mean target-token CE of receiver ``lm`` reading Z (B, M, d_z); also the mean per task.
+    ``filled``: per row, the slots its message carries (``latent.trim_pad``; None: all M)."""
+    soft = il.read(z, lm.spec.name, filled).soft.to(lm.dtype)  # (B, S, d)
+    soft = trim_soft(soft, filled, il.args.adapter.markers)  # [(S_i, d)]: the slots each message carries
     cues = {t: getattr(args, "continue_cue" if t == "continuation" else "reconstruct_cue") for t in TASKS}
     cue_emb = {
         t: embed_ids(lm.model, lm.tokenizer(c, add_special_tokens=False)["input_ids"], lm.device)
@@ -190,10 +194,11 @@ def pretrain_step(lms, il: Interlingua, args: PretrainArgs, contexts, step: int,
     segments, targets, tasks = _batch(contexts, args, rng, args.batch_size)
     chosen = [lms[int(rng.integers(len(lms)))]] if args.sample_receiver else lms
     z = il.encode(segments)  # (B, M, d_z), with the encoder's graph
+    filled = il.filled(segments)
     z_leaf = z.detach().requires_grad_(True)
     record: dict = {"step": step + 1, "lr": sched.get_last_lr()[0]}
     for lm in chosen:  # one receiver's graph at a time
-        loss, parts = receiver_loss(lm, il, z_leaf, targets, tasks, args)
+        loss, parts = receiver_loss(lm, il, z_leaf, targets, tasks, args, filled)
         (loss / len(chosen)).backward()
         record[lm.spec.name] = {"loss": float(loss.detach()), **parts}
     z.backward(z_leaf.grad)
@@ -217,7 +222,8 @@ def heldout_loss(lms, il: Interlingua, args: PretrainArgs, contexts: list[str]) 
         losses, parts_all = [], {}
         for s in range(0, len(segments), args.batch_size):
             sl = slice(s, s + args.batch_size)
-            loss, parts = receiver_loss(lm, il, il.encode(segments[sl]), targets[sl], tasks[sl], args)
+            seg = segments[sl]
+            loss, parts = receiver_loss(lm, il, il.encode(seg), targets[sl], tasks[sl], args, il.filled(seg))
             losses.append(float(loss))
             for k, v in parts.items():
                 parts_all.setdefault(k, []).append(v)

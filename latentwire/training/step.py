@@ -62,7 +62,8 @@ def _step_loss(
     tok, chat = lm.tokenizer, lm.uses_chat_template
     eos = eos_id(tok, lm.spec.eos_token)
     views = [model_view(e) for e in batch]
-    prompts, prefix = latent_inputs(lm, il, run.prompt, views, z)
+    filled = il.filled([content_text(v, run.prompt) for v in views])  # None unless latent.trim_pad
+    prompts, prefix = latent_inputs(lm, il, run.prompt, views, z, filled)
     own = prompt_for(lm.spec, run.prompt)  # this receiver's prompt (registry override)
     golds = [answer_ids(e["answers"][0], tok, own, chat, eos) for e in batch]
     b, kw = with_prefix(lm.model, collate(lm.model, prompts, golds), prefix)

@@ -100,6 +100,7 @@ def test_prompt_maker_uses_the_examples_own_z_and_reports_facts(tiny_lm, il):
             "prompt_tokens": prompts[i].shape[0],
             "content_positions": il.args.read_slots(),
             "text_content_tokens": len(text.content),
+            "wire_slots": total,
             "payload_bytes": payload_bytes(total, il.args.encoder.d_z, "fp16"),
             "text_bytes": len(text.content_text.encode("utf-8")),
         }

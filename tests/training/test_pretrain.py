@@ -228,9 +228,13 @@ def test_check_pretrained():
         )
 
 
-def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_path):
+@pytest.mark.parametrize("trim", [False, True], ids=["all-slots", "trim-pad"])
+def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_path, trim):
     """What the rules run: pretrain-encoder → train-latent --init-checkpoint → eval-latent with the
-    int8 / int4 / pq wire variants (pq fitted on the train split), on the tiny receivers."""
+    int8 / int4 / pq wire variants (pq fitted on the train split), on the tiny receivers. With
+    ``latent.trim_pad`` (cap 24: no text fills it) every byte count follows each message's slots."""
+    import math
+
     import yaml
 
     from latentwire.cli.main import main
@@ -258,11 +262,13 @@ def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_pa
         *manifests,
     ]
     pre = pre_run(steps=2, heldout_contexts=1)
-    pre.device = "cpu"
+    pre.device, pre.latent.trim_pad = "cpu", trim
     assert main(["pretrain-encoder", *models, "--config-json", json.dumps(to_dict(pre)), "--train", data["train"],
                  "--held-out", data["validation"], data["test"], "--out-dir", str(tmp_path / "pre")]) == 0  # fmt: skip
     ckpt = tmp_path / "pre" / "encoder.safetensors"
-    qa = qa_run(3, n_shared=8, encoder={**LATENT["encoder"], "pretrained": "p"})
+    qa = qa_run(
+        3, n_shared=24 if trim else 8, trim_pad=trim, encoder={**LATENT["encoder"], "pretrained": "p"}
+    )
     qa.latent.wire = from_dict(
         WireArgs, {"formats": ["int8", "int4", "pq"], "pq_subvectors": 4, "pq_bits": 3}
     )
@@ -277,9 +283,21 @@ def test_cli_pretrain_then_fine_tune_then_evaluate_every_wire_format(lms, tmp_pa
     for lm in lms:
         got = {v: json.loads((tmp_path / "eval" / lm.spec.name / v / "metrics.json").read_text()) for v in
                ("latent", "shuffled", "zero", "int8", "int4", "pq")}  # fmt: skip
-        assert got["int8"]["payload_bytes"] == 8 * 32 + 2 * 8  # M × d_z × 8 / 8 + fp16 scale per slot
-        assert got["int4"]["payload_bytes"] == 8 * 32 // 2 + 2 * 8
-        assert got["pq"]["payload_bytes"] == 8 * 4 * 3 // 8 and got["pq"]["codebook_bytes"] == 4 * 8 * 8 * 2
+        rows = [
+            json.loads(x) for x in (tmp_path / "eval" / lm.spec.name / "latent" / "predictions.jsonl").open()
+        ]
+        slots = [r["wire_slots"] for r in rows]  # each message's; W = 8 without trim_pad
+
+        def mean(size, slots=slots):
+            return sum(size(n) for n in slots) / len(slots)
+
+        assert (max(slots) < 24) if trim else (set(slots) == {8})
+        assert got["latent"]["payload_bytes"] == mean(lambda n: n * 32 * 2)  # fp16
+        assert got["int8"]["payload_bytes"] == mean(lambda n: n * 32 + 2 * n)  # M × d_z × 8 / 8 + fp16 scales
+        assert got["int4"]["payload_bytes"] == mean(lambda n: n * 32 // 2 + 2 * n)
+        assert got["pq"]["payload_bytes"] == mean(lambda n: math.ceil(n * 4 * 3 / 8))
+        assert got["pq"]["codebook_bytes"] == 4 * 8 * 8 * 2
+        assert got["latent"]["content_positions"] == mean(lambda n: n + 2)  # + the two markers
         assert got["pq"]["system"] == "latent:p4:pq"
         assert got["shuffled"]["control"] == "shuffled" and got["zero"]["control"] == "zero"
     joint = json.loads((tmp_path / "eval" / "joint.json").read_text())
