@@ -171,14 +171,20 @@ def plot_training(logs: dict[str, list[dict]], paths: Sequence[str | Path]) -> N
         return _empty(paths, "no latent experiment: no training curves")
     fig, axes = plt.subplots(len(logs), 3, figsize=(14, 3.4 * len(logs)), squeeze=False)
     for row, (label, recs) in enumerate(logs.items()):
-        receivers = [k for k, v in recs[0].items() if isinstance(v, dict) and "loss" in v]
-        steps = np.array([r["step"] for r in recs])
+        # every receiver some step trained or validated (Stage A0 steps train none, a Stage B subset
+        # some, train.sample_receiver one per step)
         val = [r for r in recs if "val" in r]
-        window = max(1, len(recs) // 50)  # per-batch accuracy is noisy: moving average
+        trained = (k for r in recs for k, v in r.items() if isinstance(v, dict) and "loss" in v)
+        receivers = list(
+            dict.fromkeys([*trained, *(k for r in val for k, v in r["val"].items() if isinstance(v, dict))])
+        )
         for i, name in enumerate(receivers):
             c = f"C{i}"
-            axes[row, 0].plot(steps, [r[name]["loss"] for r in recs], color=c, lw=0.8, label=name)
-            acc = _smooth(np.array([r[name]["first_acc"] for r in recs], dtype=float), window)
+            own = [r for r in recs if isinstance(r.get(name), dict) and "loss" in r[name]]  # its steps
+            steps = np.array([r["step"] for r in own])
+            window = max(1, len(own) // 50)  # per-batch accuracy is noisy: moving average
+            axes[row, 0].plot(steps, [r[name]["loss"] for r in own], color=c, lw=0.8, label=name)
+            acc = _smooth(np.array([r[name]["first_acc"] for r in own], dtype=float), window)
             axes[row, 1].plot(steps[len(steps) - len(acc) :], acc, color=c, lw=0.8, label=f"{name} (train)")
             vs = [r["step"] for r in val if name in r["val"]]
             axes[row, 1].plot(vs, [r["val"][name]["first_token_top1"] for r in val if name in r["val"]],
@@ -187,7 +193,7 @@ def plot_training(logs: dict[str, list[dict]], paths: Sequence[str | Path]) -> N
                               "o-", color=c, ms=3, label=name)  # fmt: skip
         titles = (
             "training loss",
-            f"first-token accuracy (train: mean of {window})",
+            "first-token accuracy (train: moving mean)",
             "unique-prediction share (val)",
         )
         for ax, t in zip(axes[row], titles):

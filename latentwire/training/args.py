@@ -56,6 +56,9 @@ class TrainArgs:
     # graph) and only the reading heads train, so a head's start (adapter.init regress) is not
     # shaken by a shared trunk moving under every receiver's gradients at once
     encoder_frozen_steps: int = 0
+    # Stages A/B: one receiver drawn per step (seeded by the step, as ARC-Encoder fine-tunes) instead
+    # of every receiver in turn; the drawn receiver's loss then carries the step's whole gradient
+    sample_receiver: bool = False
     # validate once before step 1 (a fresh run): the start's F1 is logged, kept in the summary
     # (``start_val``) and is a candidate for the best checkpoint like every later validation
     eval_at_start: bool = False

@@ -169,7 +169,9 @@ def train(
             record["stage"] = "A" if stage_a else "B"
             step_kw = {"teachers": teachers, "log_grad_norms": norms, "stage_a": stage_a}
             step_kw["train_encoder"] = t.stage_b_encoder and step >= t.encoder_frozen_steps
-            record.update(train_step(b_lms, il, run, batch, params, opt, sched, **step_kw))
+            # drawn after the batch, so a run without sample_receiver sees the batches it always saw
+            step_lms = [b_lms[int(rng.integers(len(b_lms)))]] if t.sample_receiver else b_lms
+            record.update(train_step(step_lms, il, run, batch, params, opt, sched, **step_kw))
         step += 1
         skips.check(step, record, [e.get("id") for e in batch])
         if step % t.log_every == 0 or step == 1:

@@ -89,3 +89,29 @@ def test_a_figure_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         figures._save(fig, [out])
     assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_training_curves_follow_each_receiver_over_its_own_steps(tmp_path, monkeypatch):
+    """Stage A0 steps first (no receiver trains), then one receiver per step (train.sample_receiver),
+    and a receiver that is only validated: every receiver gets its curves, each over its own steps."""
+    import matplotlib.axes
+
+    recs = [{"step": s, "stage": "A0", "encoder": {"aux_loss": 1.0}} for s in (1, 2)]
+    for s in range(3, 11):
+        name = "m1" if s % 2 else "m2"
+        recs.append({"step": s, "stage": "B", name: {"loss": 5.0 - 0.1 * s, "first_acc": 0.5}})
+    recs[-1]["val"] = {
+        n: {"first_token_top1": 0.4, "unique_prediction_ratio": 0.9} for n in ("m1", "m2", "m3")
+    }
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, x, y, *a, **k):
+        drawn.append((k.get("label"), list(x), list(y)))
+        return real(self, x, y, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    figures.plot_training({"squad/e": recs}, [tmp_path / "t.png", tmp_path / "t.svg"])
+    loss = {label: x for label, x, _ in drawn[::4]}  # the first of each receiver's four lines
+    assert loss == {"m1": [3, 5, 7, 9], "m2": [4, 6, 8, 10], "m3": []}
+    assert ("m3 (val)", [10], [0.4]) in drawn

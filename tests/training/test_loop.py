@@ -465,3 +465,33 @@ def test_encoder_frozen_steps_are_bounded_by_the_run():
         from_dict(
             LatentRunArgs, {"train": {"steps": 3, "encoder_frozen_steps": 4}}, where="latent"
         ).validate()
+
+
+def test_sample_receiver_runs_one_drawn_receiver_per_step_on_the_same_batches(lms, tmp_path, monkeypatch):
+    """train.sample_receiver: each step runs exactly one receiver, the draw is seeded (the same on a
+    rerun) and reaches both over 8 steps, and the batches are those of the run without it."""
+    runs: list[list] = []
+    real = step_mod.train_step
+
+    def spy(b_lms, il, run, batch, *a, **kw):
+        runs[-1].append(([lm.spec.name for lm in b_lms], [e["id"] for e in batch]))
+        return real(b_lms, il, run, batch, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    monkeypatch.setattr(train_mod, "validate", _fake_validate(1.0))
+    for i, sample in enumerate((True, True, False)):
+        runs.append([])
+        train(
+            lms,
+            make_run(steps=8, eval_every=8, sample_receiver=sample),
+            TRAIN_DF,
+            VAL_DF,
+            tmp_path / str(i),
+            CPU,
+        )
+    names = {lm.spec.name for lm in lms}
+    drawn = [n for n, _ in runs[0]]
+    assert all(len(n) == 1 for n in drawn) and {n[0] for n in drawn} == names
+    assert runs[1] == runs[0]  # seeded by the step
+    assert [ids for _, ids in runs[0]] == [ids for _, ids in runs[2]] and all(len(n) == 2 for n, _ in runs[2])
+    assert [sorted(k for k in r if k in names) for r in read_log(tmp_path / "0")] == drawn
