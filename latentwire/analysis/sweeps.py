@@ -5,7 +5,8 @@ the resolved run config, so the pooling factor, slot cap, trunk depth, pretraini
 not guessed from names), ``intervals.csv`` of the same run (the clustered CIs, and the paired
 latent − budget-M differences), and the pretraining summaries (steps, held-out loss before / after).
 
-- :func:`pf_table`: one row per (dataset, model, experiment) at full precision: encoder settings, F1
+- :func:`pf_table`: one row per (dataset, model, experiment) at full precision: encoder settings (the
+  cap M and the mean slots each message sends, fewer with ``latent.trim_pad``), F1
   [CI], the shuffled / zero controls, budget-M at the same positions and the paired difference.
 - :func:`pretraining_table`: each experiment whose encoder starts from a pretraining, beside the
   experiment with the same settings that does not (matched on the whole run config but
@@ -41,6 +42,7 @@ def latent_rows(metric_files: Sequence[str | Path], datasets: Sequence[str]) -> 
         cfg = m["provenance"]["config"]
         run = cfg["run"]
         enc = run["latent"]["encoder"]
+        M = run["latent"]["n_shared"] + run["latent"]["n_private"]
         rows.append(
             {
                 "dataset": dataset,
@@ -51,7 +53,8 @@ def latent_rows(metric_files: Sequence[str | Path], datasets: Sequence[str]) -> 
                 "wire": m.get("wire_format", "fp16"),
                 "encoder": enc["name"],
                 "pool_factor": enc.get("pool_factor") if enc["name"] in POOLING_ENCODERS else None,
-                "M": run["latent"]["n_shared"] + run["latent"]["n_private"],
+                "M": M,
+                "slots_sent": m.get("wire_slots", M),  # mean per message: < M with latent.trim_pad
                 "drop_last": enc.get("drop_last"),
                 "pretrained": enc.get("pretrained") or "",
                 "qa_steps": run["train"]["steps"],
@@ -111,6 +114,7 @@ def pf_table(rows: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
                 "encoder": r.encoder,
                 "pool_factor": r.pool_factor,
                 "M": r.M,
+                "slots_sent": r.slots_sent,
                 "drop_last": r.drop_last,
                 "pretrained": r.pretrained,
                 "qa_steps": r.qa_steps,
@@ -184,6 +188,7 @@ def bits_table(rows: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
                 "experiment": r.experiment,
                 "pool_factor": r.pool_factor,
                 "M": r.M,
+                "slots_sent": r.slots_sent,
                 "wire": r.wire,
                 "bits_per_value": FORMAT_BITS.get(r.wire, float("nan")),
                 "payload_bytes": r.payload_bytes,
@@ -196,7 +201,7 @@ def bits_table(rows: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(out).sort_values(["dataset", "model", "experiment", "_o"])
-    df["payload_bytes"] = df["payload_bytes"].astype("int64")
+    df["payload_bytes"] = df["payload_bytes"].round().astype("int64")  # a mean over messages if trimmed
     return df.drop(columns="_o").reset_index(drop=True)
 
 

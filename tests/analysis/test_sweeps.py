@@ -127,3 +127,24 @@ def test_summary_key_and_the_cli(files, tmp_path):
     assert len(pd.read_csv(out / "pf.csv")) == 4 and len(pd.read_csv(out / "bits.csv")) == 16
     assert (out / "sweeps.json").is_file()
     assert main(args[:-2] + ["--datasets", "squad", "--out-dir", str(out)]) == 2  # one name, many files
+
+
+def test_trimmed_messages_report_their_mean_slots_and_bytes(tmp_path):
+    """latent.trim_pad: metrics carry the mean slots sent and mean payload (floats); the tables show
+    both beside the cap M; an untrimmed run sends M."""
+    paths = []
+    for exp, slots in (("trim", 44.6), ("full", None)):
+        m = _latent(exp, _run(4, 64), "latent", 0.3)
+        if slots is not None:
+            m.update(wire_slots=slots, payload_bytes=slots * 896 * 2)
+        paths.append(tmp_path / f"{exp}.json")
+        write_json(paths[-1], m)
+    rows = latent_rows(paths, ["squad"] * 2)
+    cols = ["dataset", "model", "system", "reference", "metric", "estimate", "ci_low", "ci_high"]
+    intervals = pd.DataFrame(columns=cols)
+    pf = pf_table(rows, intervals).set_index("experiment")
+    assert (pf.loc["trim", "M"], pf.loc["trim", "slots_sent"], pf.loc["full", "slots_sent"]) == (64, 44.6, 64)
+    bits = bits_table(rows, intervals).set_index("experiment")
+    assert (
+        bits.loc["trim", "payload_bytes"] == round(44.6 * 896 * 2) and bits.loc["trim", "slots_sent"] == 44.6
+    )
