@@ -234,9 +234,11 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(lms):
         for h in hooks:
             h.remove()
     (rec_off, d_off, n_off), (rec_on, d_on, n_on) = results
-    # the layers really were recomputed: once per backward pass (the step's own + one per logged part)
+    # the layers really were recomputed: at least once, at most once per backward pass (the step's own
+    # + one per logged part). How often torch recomputes under retain_graph varies with its global
+    # state: run alone this test saw one recompute (16 = 8 × 2), in file order one per pass (32)
     backwards = 1 + len(rec_on["grad_norms"][lms[0].spec.name])
-    assert n_off > 0 and n_on == n_off * (1 + backwards)
+    assert n_off > 0 and 2 * n_off <= n_on <= n_off * (1 + backwards)
     # recomputation may round differently: CI saw one element of 8,256 off by 1.2e-7 (one fp32 ulp of
     # 1.0) at atol 1e-7; a gradient that checkpointing got wrong differs by orders of magnitude more
     assert_close_updates(d_off, d_on, rtol=1e-5, atol=1e-6)
