@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from latentwire.encoders import ENCODERS
 from latentwire.io import read_json
 
-#: encoders whose ``pool_factor`` setting is used (elsewhere it is an unused default, reported empty)
-POOLING_ENCODERS = frozenset({"pooled-lm"})
 #: bits per transmitted value of each wire format (pq: its codes, reported as bytes per slot instead)
 FORMAT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 
@@ -52,7 +51,7 @@ def latent_rows(metric_files: Sequence[str | Path], datasets: Sequence[str]) -> 
                 "control": m.get("control", "none"),
                 "wire": m.get("wire_format", "fp16"),
                 "encoder": enc["name"],
-                "pool_factor": enc.get("pool_factor") if enc["name"] in POOLING_ENCODERS else None,
+                "pool_factor": enc.get("pool_factor") if _pools(enc["name"]) else None,
                 "M": M,
                 "slots_sent": m.get("wire_slots", M),  # mean per message: < M with latent.trim_pad
                 "drop_last": enc.get("drop_last"),
@@ -66,6 +65,12 @@ def latent_rows(metric_files: Sequence[str | Path], datasets: Sequence[str]) -> 
             }
         )
     return pd.DataFrame(rows)
+
+
+def _pools(encoder: str) -> bool:
+    """Whether the encoder's ``pool_factor`` is used (elsewhere it is an unused default, reported empty);
+    an encoder no longer registered reports none."""
+    return encoder in ENCODERS and ENCODERS.get(encoder).pools
 
 
 def _without_pretraining(run: dict) -> str:

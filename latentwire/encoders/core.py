@@ -117,6 +117,7 @@ class Encoder(Protocol):
     aux_loss: torch.Tensor | None  # the auxiliary loss of the last training forward, if any
     last_stats: Mapping[str, float]  # that forward's diagnostics, logged beside the loss
     fills_partially: bool  # a short text fills only the first filled_slots(texts) slots (the rest: padding)
+    pools: bool  # EncoderArgs.pool_factor sets its compression (elsewhere that field is an unused default)
 
     def filled_slots(self, texts: Sequence[str]) -> list[int] | None:
         """Per text, how many leading slots of Z carry it (``latent.trim_pad`` sends only those)."""
@@ -130,6 +131,7 @@ class EncoderDefaults:
     reads_answers: ClassVar[bool] = False
     input_independent: ClassVar[bool] = False
     fills_partially: ClassVar[bool] = False
+    pools: ClassVar[bool] = False
     aux_loss: torch.Tensor | None = None
     last_stats: Mapping[str, float] = MappingProxyType({})
 

@@ -98,6 +98,7 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
     """Source-model trunk with a pooled last block (see module docstring): list[str] → (B, W, d_z)."""
 
     fills_partially = True  # factor mode: a text of L tokens fills ⌈L / g⌉ ≤ W slots
+    pools = True  # pool_factor groups tokens per slot in the last block
 
     def __init__(self, args: EncoderArgs, wire_slots: int, models: SourceModels | None = None) -> None:
         super().__init__()

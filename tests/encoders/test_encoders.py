@@ -44,6 +44,11 @@ def test_registry_has_every_encoder():
     assert ENCODERS.names() == sorted(NAMES + ["embed", "lm-hidden", "pooled-lm", "select", "static"])
 
 
+def test_only_the_pooled_encoder_says_its_pool_factor_is_used():
+    # analysis.sweeps reports pool_factor only where the encoder's class says it pools
+    assert [n for n in ENCODERS.names() if ENCODERS.get(n).pools] == ["pooled-lm"]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_shape_dtype_and_attributes(name, minilm):
     enc = build(name)
