@@ -7,7 +7,9 @@ synchronise CUDA around each timed region; prefill and decode are timed apart.
 
 A row stops at an eos id or, with a ``stop`` rule (:func:`stop_at_strings`), as soon as its text
 reaches a stop string (a base model's newline or next "Question:"), so no decode step is spent on
-text that post-processing would cut anyway.
+text that post-processing would cut anyway. A row that stops leaves the batch: its cache row is
+dropped and later steps run on the rows still decoding only (``decode_steps`` counts steps, however
+many rows each had).
 """
 
 from __future__ import annotations
@@ -98,19 +100,26 @@ def generate_and_score(
     _sync(device)
     t2 = time.perf_counter()
     tokens: list[list[int]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    rows = list(range(B))  # the batch row each still-decoding cache row belongs to
     eos = torch.tensor(sorted(eos_ids), device=device)
     steps = 0
     for step in range(max_new_tokens):
-        is_eos = torch.isin(nxt, eos)
-        for i in (~done & ~is_eos).nonzero().flatten().tolist():
-            tokens[i].append(int(nxt[i]))
-            if stop is not None and stop(tokens[i]):
-                done[i] = True
-        done |= is_eos
-        if bool(done.all()) or step == max_new_tokens - 1:
+        finished = torch.isin(nxt, eos)  # (R,) over the rows still decoding
+        ids = nxt.tolist()
+        for j, i in enumerate(rows):
+            if not finished[j]:
+                tokens[i].append(ids[j])
+                if stop is not None and stop(tokens[i]):
+                    finished[j] = True
+        if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
+        if bool(finished.any()):  # finished rows leave the batch: no decode step is spent on them
+            keep = (~finished).nonzero().flatten()  # (R',)
+            past.batch_select_indices(keep)
+            mask, position, nxt = mask[keep], position[keep], nxt[keep]
+            rows = [rows[j] for j in keep.tolist()]
+        R = len(rows)
+        mask = torch.cat([mask, torch.ones(R, 1, dtype=mask.dtype, device=device)], dim=1)
         position = position + 1
         out = model(
             input_ids=nxt[:, None],

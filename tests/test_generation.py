@@ -129,6 +129,27 @@ def test_stop_rule_ends_a_row_after_the_stopping_token(tiny_lm):
     assert everything.tokens == [free.tokens[0][:1]] and everything.decode_steps == 0
 
 
+def test_a_stopped_row_leaves_the_batch_and_the_others_decode_on(tiny_lm):
+    """Once a row stops, later decode steps run on the other rows only (their cache rows selected),
+    and those rows still decode exactly as in a batch where nobody stops."""
+    steps = 6
+    free = generate_and_score(tiny_lm.model, _prompt_batch(tiny_lm, [0, 1, 2]), steps, NO_EOS).tokens
+    head, stopped = free[0][:2], []
+
+    def rule(ids: list[int]) -> bool:  # rows are checked in order: this stops row 0 alone
+        if not stopped and ids == head:
+            stopped.append(True)
+            return True
+        return False
+
+    recorder = _RecordingModel(tiny_lm.model)
+    gen = generate_and_score(recorder, _prompt_batch(tiny_lm, [0, 1, 2]), steps, NO_EOS, stop=rule)
+    assert gen.tokens == [head, free[1], free[2]]
+    # prefill and the first decode step see 3 rows; every step after row 0's second token sees 2
+    assert [len(x) for x in recorder.logits] == [3, 3] + [2] * (steps - 2)
+    assert gen.decode_steps == steps - 1
+
+
 def test_stop_at_strings_skips_leading_whitespace(tiny_lm):
     tok = tiny_lm.tokenizer
     rule = stop_at_strings(tok, ["\n", "Question:"])
