@@ -104,20 +104,21 @@ def generate_and_score(
     eos = torch.tensor(sorted(eos_ids), device=device)
     steps = 0
     for step in range(max_new_tokens):
-        finished = torch.isin(nxt, eos)  # (R,) over the rows still decoding
+        finished = torch.isin(nxt, eos).tolist()  # (R,) over the rows still decoding: one host copy
         ids = nxt.tolist()
         for j, i in enumerate(rows):
             if not finished[j]:
                 tokens[i].append(ids[j])
                 if stop is not None and stop(tokens[i]):
                     finished[j] = True
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        if all(finished) or step == max_new_tokens - 1:
             break
-        if bool(finished.any()):  # finished rows leave the batch: no decode step is spent on them
-            keep = (~finished).nonzero().flatten()  # (R',)
+        if any(finished):  # finished rows leave the batch: no decode step is spent on them
+            live = [j for j, f in enumerate(finished) if not f]
+            keep = torch.tensor(live, device=device)  # (R',)
             past.batch_select_indices(keep)
             mask, position, nxt = mask[keep], position[keep], nxt[keep]
-            rows = [rows[j] for j in keep.tolist()]
+            rows = [rows[j] for j in live]
         R = len(rows)
         mask = torch.cat([mask, torch.ones(R, 1, dtype=mask.dtype, device=device)], dim=1)
         position = position + 1
