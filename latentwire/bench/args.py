@@ -9,8 +9,9 @@ import torch
 
 from latentwire.models.synthetic import Family, Shapes
 from latentwire.training.args import LatentRunArgs
+from latentwire.training.pretrain import PretrainArgs
 
-Phase = Literal["ceiling", "step", "eval"]
+Phase = Literal["ceiling", "step", "eval", "pretrain"]
 NO_EOS = {-1}  # decode always runs decode_tokens steps: random weights may emit eos at any time
 #: The targets on one H200, hero shapes, bf16, B=64, M=32, A=16 (docs/benchmarks.md; issue #17 raised
 #: the step's share of the minimal-work ceiling to 0.85 and added the two-model throughput).
@@ -46,6 +47,9 @@ class BenchArgs:
     profile_steps: int = 0
     seed: int = 0
     run: LatentRunArgs = field(default_factory=LatentRunArgs)
+    # phase "pretrain" (latentwire.bench.pretrain): the encoder pretraining step at this batch size
+    # and task mix, on run.latent's interlingua (pooled-lm names a receiver as its source_model)
+    pretrain: PretrainArgs = field(default_factory=PretrainArgs)
 
     def validate(self) -> None:
         for key in ("batch_size", "slots", "answer_tokens", "text_tokens", "decode_tokens", "iters"):

@@ -11,6 +11,7 @@ import torch
 from latentwire.bench.args import TARGETS, BenchArgs, resolve_compile, resolve_dtype
 from latentwire.bench.latency import measure_eval
 from latentwire.bench.layout import layout_info, model_info
+from latentwire.bench.pretrain import measure_pretrain
 from latentwire.bench.train import measure_ceiling, measure_step
 from latentwire.config import to_dict
 from latentwire.evaluation.timing import device_info, sync
@@ -61,6 +62,8 @@ def run_bench(args: BenchArgs) -> dict:
         result["ceiling_full_prompt"] = measure_ceiling(fast, run, examples, args, device, minimal=False)
     if "step" in args.phases:
         result["step"] = measure_step(fast, il, run, examples, args, device)
+    if "pretrain" in args.phases:  # uncompiled, as pretrain-encoder runs it
+        result["pretrain"] = measure_pretrain(lms, il, args, device)
     if "eval" in args.phases:
         result["eval"] = {lm.spec.name: measure_eval(lm, il, run, examples, args, device) for lm in lms}
         result["eval_by_batch"] = {}  # end to end at each eval_batch_sizes entry (encoder included)

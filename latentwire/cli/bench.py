@@ -70,6 +70,14 @@ def format_report(result: dict) -> str:
                     f"{phase:19s} {name:14s} {v['median_ms']:10.1f} ms (p90 {v['p90_ms']:.1f})"
                     f" {v['samples_per_min']:10.0f} samples/min{peak}"
                 )
+    if "pretrain" in result:
+        pt, w = result["pretrain"], result["pretrain"]["work"]
+        v = pt["all"]
+        lines.append(
+            f"{'pretrain':19s} {'all':14s} {v['median_ms']:10.1f} ms (p90 {v['p90_ms']:.1f})"
+            f" {v['samples_per_min']:10.0f} samples/min, {w['encoder_tokens']} encoder tokens,"
+            f" {w['flops'] / 1e12:.2f} TFLOP = {pt['achieved_tflops']:.1f} TFLOPS"
+        )
     for name, ev in result.get("eval", {}).items():
         for kind in ("text", "latent"):
             e = ev[kind]

@@ -2,8 +2,9 @@
 
 Throughput depends on shapes, not weight values, so the benchmark (:mod:`latentwire.bench`) needs
 no checkpoint: ``hero`` shapes copy the published configs of Llama-3.1-8B and Qwen2.5-7B (8.03e9
-and 7.62e9 parameters, untied heads, grouped-query attention, the real vocabularies), ``tiny`` ones
-are the 2-layer test models of :mod:`latentwire.models.tiny`. Models are created directly on the
+and 7.62e9 parameters, untied heads, grouped-query attention, the real vocabularies), ``default``
+ones the embedded default's exports (SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B-Instruct: what the
+pretraining bench times), ``tiny`` ones the 2-layer test models of :mod:`latentwire.models.tiny`. Models are created directly on the
 target device in the target dtype (no CPU copy of 16 GB), frozen like registry models.
 
 The tokenizer is the tiny ChatML BPE, trained here on the prompt contract's own text and a fixed
@@ -26,7 +27,7 @@ from latentwire.models.tiny import build_tiny_tokenizer, tiny_config
 from latentwire.prompt import PromptArgs, answer_ids, build_prompt, eos_id
 
 Family = Literal["llama", "qwen2"]
-Shapes = Literal["hero", "tiny"]
+Shapes = Literal["hero", "default", "tiny"]
 
 #: family -> (receiver name, config kwargs) of the published base models (config.json of
 #: meta-llama/Llama-3.1-8B and Qwen/Qwen2.5-7B); ``tests/test_bench.py`` pins their parameter counts.
@@ -77,6 +78,50 @@ HERO: dict[str, tuple[str, dict]] = {
     ),
 }
 
+#: family -> (receiver name, config kwargs) of the embedded default's receivers, as their float32
+#: exports' config.json (resources/models/*/hf) read: the registry names, so an encoder's
+#: ``source_model`` finds them. The Qwen export's head is untied (GGUF keeps a separate output matrix).
+DEFAULT: dict[str, tuple[str, dict]] = {
+    "llama": (
+        "smollm2-135m",
+        dict(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            head_dim=64,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+        ),
+    ),
+    "qwen2": (
+        "qwen2.5-coder-0.5b",
+        dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            use_sliding_window=False,
+            max_window_layers=28,
+            bos_token_id=151643,
+            eos_token_id=151645,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    ),
+}
+PUBLISHED = {"hero": HERO, "default": DEFAULT}
+
 # Common English words: the synthetic contexts, questions and answers are drawn from these, and the
 # tokenizer learns each as one token.
 WORDS = (
@@ -95,14 +140,14 @@ WORDS = (
 def receiver_config(family: Family, shapes: Shapes, vocab_size: int):
     """(receiver name, transformers config) for ``family`` in ``shapes``.
 
-    ``vocab_size`` (the tokenizer's) sizes the tiny models; hero models keep the published
-    vocabulary, which must cover the tokenizer's ids.
+    ``vocab_size`` (the tokenizer's) sizes the tiny models; hero and default models keep the
+    published vocabulary, which must cover the tokenizer's ids.
     """
     from transformers import LlamaConfig, Qwen2Config
 
     if shapes == "tiny":
         return f"tiny-{family}", tiny_config(family, vocab_size)
-    name, kwargs = HERO[family]
+    name, kwargs = PUBLISHED[shapes][family]
     if vocab_size > kwargs["vocab_size"]:
         raise ValueError(f"tokenizer has {vocab_size} ids, {name} only {kwargs['vocab_size']}")
     return name, {"llama": LlamaConfig, "qwen2": Qwen2Config}[family](**kwargs)

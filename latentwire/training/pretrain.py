@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.profiler import record_function
 
 from latentwire.batching import collate, embed_ids
 from latentwire.config import ConfigError
@@ -137,7 +138,7 @@ def make_task(context: str, task: str, args: PretrainArgs, rng: np.random.Genera
     return segment, segment
 
 
-def _targets(lm: LoadedModel, targets: list[str], tasks: list[str], args: PretrainArgs) -> list[list[int]]:
+def target_ids(lm: LoadedModel, targets: list[str], tasks: list[str], args: PretrainArgs) -> list[list[int]]:
     """Receiver token ids of each target, cut to its task's budget (at least one token)."""
     out = []
     for text, task in zip(targets, tasks):
@@ -170,7 +171,7 @@ def receiver_loss(
     prompts = [
         soft[i] if cue_emb[t] is None else torch.cat([soft[i], cue_emb[t]]) for i, t in enumerate(tasks)
     ]
-    b = collate(lm.model, prompts, _targets(lm, targets, tasks, args))
+    b = collate(lm.model, prompts, target_ids(lm, targets, tasks, args))
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b)  # (B, A, V)
     tok = F.cross_entropy(logits.transpose(1, 2), b.answer_ids, ignore_index=-100, reduction="none")  # (B, A)
@@ -181,28 +182,39 @@ def receiver_loss(
     return loss, parts
 
 
-def _batch(contexts: list[str], args: PretrainArgs, rng: np.random.Generator, n: int):
+def draw_batch(contexts: list[str], args: PretrainArgs, rng: np.random.Generator, n: int):
+    """(segments, targets, tasks) of ``n`` contexts drawn without replacement, each task by the mix."""
     picks = rng.choice(len(contexts), min(n, len(contexts)), replace=False)
     tasks = ["continuation" if rng.random() < args.continuation_share else "reconstruction" for _ in picks]
     pairs = [make_task(contexts[i], t, args, rng) for i, t in zip(picks, tasks)]
     return [p[0] for p in pairs], [p[1] for p in pairs], tasks
 
 
+def step_rng(args: PretrainArgs, step: int) -> np.random.Generator:
+    """The generator of step ``step``'s batch (and receiver draw): reproducible without saved state."""
+    return np.random.default_rng(args.seed * 1_000_003 + step)
+
+
 def pretrain_step(lms, il: Interlingua, args: PretrainArgs, contexts, step: int, params, opt, sched) -> dict:
     """One optimizer step on a fresh batch (per-step RNG: reproducible without state). Returns its log."""
-    rng = np.random.default_rng(args.seed * 1_000_003 + step)
-    segments, targets, tasks = _batch(contexts, args, rng, args.batch_size)
+    rng = step_rng(args, step)
+    segments, targets, tasks = draw_batch(contexts, args, rng, args.batch_size)
     chosen = [lms[int(rng.integers(len(lms)))]] if args.sample_receiver else lms
-    z = il.encode(segments)  # (B, M, d_z), with the encoder's graph
-    filled = il.filled(segments)
+    with record_function("encode"):  # the labels are the regions `latentwire bench` profiles
+        z = il.encode(segments)  # (B, M, d_z), with the encoder's graph
+        filled = il.filled(segments)
     z_leaf = z.detach().requires_grad_(True)
     record: dict = {"step": step + 1, "lr": sched.get_last_lr()[0]}
     for lm in chosen:  # one receiver's graph at a time
-        loss, parts = receiver_loss(lm, il, z_leaf, targets, tasks, args, filled)
-        (loss / len(chosen)).backward()
+        with record_function(f"forward:{lm.spec.name}"):
+            loss, parts = receiver_loss(lm, il, z_leaf, targets, tasks, args, filled)
+        with record_function(f"backward:{lm.spec.name}"):
+            (loss / len(chosen)).backward()
         record[lm.spec.name] = {"loss": float(loss.detach()), **parts}
-    z.backward(z_leaf.grad)
-    guarded_update(params, opt, args.grad_clip, record)  # skipped if the gradient is not finite
+    with record_function("encoder_backward"):
+        z.backward(z_leaf.grad)
+    with record_function("update"):
+        guarded_update(params, opt, args.grad_clip, record)  # skipped if the gradient is not finite
     sched.step()
     opt.zero_grad(set_to_none=True)
     return record
@@ -216,7 +228,7 @@ def heldout_loss(lms, il: Interlingua, args: PretrainArgs, contexts: list[str]) 
     was = il.training
     il.eval()
     rng = np.random.default_rng(args.seed + 7)
-    segments, targets, tasks = _batch(contexts, args, rng, len(contexts))
+    segments, targets, tasks = draw_batch(contexts, args, rng, len(contexts))
     out = {}
     for lm in lms:
         losses, parts_all = [], {}

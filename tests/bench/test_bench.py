@@ -86,6 +86,98 @@ def test_hero_configs_have_the_published_sizes():
         receiver_config("llama", "hero", vocab_size=200_000)
 
 
+def test_default_configs_have_the_exports_sizes():
+    """The embedded default's receivers as their exports' config.json: names the registry uses, sizes."""
+    from transformers import AutoModelForCausalLM
+
+    expected = {  # parameters of the float32 exports (Qwen's GGUF head is untied: + 136M)
+        "llama": ("smollm2-135m", 134_515_008, 576, 30, True),
+        "qwen2": ("qwen2.5-coder-0.5b", 630_167_424, 896, 24, False),
+    }
+    for family, (name, n_params, width, layers, tied) in expected.items():
+        got_name, cfg = receiver_config(family, "default", vocab_size=1000)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        assert got_name == name
+        assert sum(p.numel() for p in model.parameters()) == n_params, name
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.tie_word_embeddings) == (width, layers, tied)
+
+
+PRETRAIN = {
+    "shapes": "tiny",
+    "phases": ["pretrain"],
+    "slots": 8,
+    "warmup": 1,
+    "iters": 2,
+    "profile_steps": 1,
+    "run": {
+        "latent": {
+            "n_shared": 8,
+            "n_private": 0,
+            "encoder": {
+                "name": "pooled-lm",
+                "source_model": "tiny-qwen2",
+                "d_z": 64,
+                "drop_last": 0,
+                "pool_factor": 4,
+                "max_enc_tokens": 32,
+            },
+            "adapter": {"kind": "linear2", "hidden": 32},
+        }
+    },
+    "pretrain": {
+        "batch_size": 3,
+        "max_segment_words": 20,
+        "continuation_share": 0.5,
+        "continuation_tokens": 6,
+        "reconstruct_tokens": 12,
+    },
+}
+
+
+def test_pretrain_phase_times_the_real_step_and_counts_its_work(tmp_path):
+    """Phase "pretrain": pretrain_step through both receivers, its profiled regions, and the work
+    count, checked against a hand count of the same step's batch."""
+    from latentwire.bench.pretrain import synthetic_contexts
+    from latentwire.training.pretrain import PretrainArgs, draw_batch, step_rng
+
+    out = tmp_path / "pt.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["bench", "--config-json", json.dumps(PRETRAIN), "--out", str(out)]) == 0
+    pt = json.loads(out.read_text())["pretrain"]
+    assert 0 < pt["all"]["median_ms"] and pt["all"]["samples_per_min"] == pytest.approx(
+        3 * 60_000 / pt["all"]["median_ms"]
+    )
+    assert pt["record"]["step"] == 3  # one warm-up + two timed steps
+    for m in ("tiny-llama", "tiny-qwen2"):
+        assert math.isfinite(pt["record"][m]["loss"])
+    want = {"encode", "encoder_backward", "update"} | {
+        f"{p}:tiny-{m}" for p in ("forward", "backward") for m in ("llama", "qwen2")
+    }
+    assert want <= set(pt["profile"]["regions"])
+    # the work of the last timed step (index 2), counted here by hand
+    a = from_dict(PretrainArgs, PRETRAIN["pretrain"], where="pretrain")
+    ctx = synthetic_contexts(64, 30, 0)
+    segs, targets, tasks = draw_batch(ctx, a, step_rng(a, 2), 3)
+    tok = build_bench_tokenizer(PromptArgs())
+    n_enc = sum(min(len(tok(s, add_special_tokens=False)["input_ids"]), 32) for s in segs)
+    w = pt["work"]
+    assert w["encoder_tokens"] == n_enc
+    cue = len(tok(a.reconstruct_cue, add_special_tokens=False)["input_ids"])
+    for m in ("tiny-llama", "tiny-qwen2"):
+        lens = [
+            len(tok(t, add_special_tokens=False)["input_ids"][: 6 if k == "continuation" else 12]) or 1
+            for t, k in zip(targets, tasks)
+        ]
+        row = max(8 + (cue if k == "reconstruction" else 0) + n for k, n in zip(tasks, lens))
+        assert w["receivers"][m]["positions"] == 3 * row
+        assert w["receivers"][m]["answer_columns"] == max(lens) + 1
+    assert w["flops"] == w["encoder_flops"] + sum(r["flops"] for r in w["receivers"].values())
+    assert pt["achieved_tflops"] == pytest.approx(w["flops"] / pt["all"]["median_ms"] * 1000 / 1e12)
+    assert "pretrain" in buf.getvalue() and "TFLOPS" in buf.getvalue()
+
+
 def test_synthetic_examples_fill_the_text_prompt_and_answer_lengths():
     pa = PromptArgs()
     tok = build_bench_tokenizer(pa)
