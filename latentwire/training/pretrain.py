@@ -174,7 +174,12 @@ def receiver_loss(
     b = collate(lm.model, prompts, target_ids(lm, targets, tasks, args))
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=lm.device.type == "cuda"):
         logits = answer_logits(lm.model, b)  # (B, A, V)
-    tok = F.cross_entropy(logits.transpose(1, 2), b.answer_ids, ignore_index=-100, reduction="none")  # (B, A)
+    B, A, V = logits.shape
+    # over (B·A, V) rows: the vocabulary contiguous. The (B, V, A) layout of logits.transpose(1, 2)
+    # took PyTorch's spatial softmax kernel, 350 of a step's 548 device-ms on an H100 (2026-12-07)
+    tok = F.cross_entropy(
+        logits.reshape(B * A, V), b.answer_ids.reshape(B * A), ignore_index=-100, reduction="none"
+    ).view(B, A)
     real = (b.answer_ids != -100).float()
     loss = (tok * real).sum() / real.sum()
     per = ((tok * real).sum(1) / real.sum(1)).detach()  # (B,)
