@@ -26,7 +26,9 @@ from latentwire.training.pretrain import (
     pretrain,
     pretrain_contexts,
     pretrain_step,
+    receiver_loss,
     save_pretrained,
+    target_ids,
 )
 
 CPU = torch.device("cpu")
@@ -141,6 +143,38 @@ def test_pretraining_loss_goes_down(lms):
         losses = [r[lm.spec.name]["loss"] for r in log]
         assert losses[-1] < losses[0] - 0.03, (lm.spec.name, losses)  # random tiny models move slowly
         assert all(r[lm.spec.name].keys() == {"loss", "reconstruction"} for r in log)
+
+
+def test_receiver_loss_is_the_mean_target_token_nll(lms):
+    """receiver_loss against a hand count: each row's receiver prompt (slots, cue, target) scored by
+    a plain forward, log-softmax over the vocabulary, the gold next token's log-probability."""
+    from latentwire.latent.prompts import trim_soft
+
+    run = pre_run(batch_size=3, continuation_share=0.5)
+    torch.manual_seed(0)
+    il = build_interlingua(run.latent, lms, CPU).eval()
+    a = run.pretrain
+    segs = ["Paris is the capital of France and lies on a river", "Rome is old", "Oslo lies on a fjord"]
+    tasks = ["reconstruction", "continuation", "reconstruction"]
+    targets = [" Paris is the capital", " and large", " Oslo lies"]
+    lm = lms[0]
+    with torch.no_grad():
+        z = il.encode(segs)
+        loss, parts = receiver_loss(lm, il, z, targets, tasks, a)
+        soft = trim_soft(il.read(z, lm.spec.name, None).soft.to(lm.dtype), None, il.args.adapter.markers)
+        emb = lm.model.get_input_embeddings()
+        cue = lm.tokenizer(a.reconstruct_cue, add_special_tokens=False)["input_ids"]
+        nll = []
+        for i, (t, ids) in enumerate(zip(tasks, target_ids(lm, targets, tasks, a))):
+            head = torch.cat([soft[i], emb(torch.tensor(cue))]) if t == "reconstruction" else soft[i]
+            x = torch.cat([head, emb(torch.tensor(ids))])[None]  # (1, P + A, d)
+            lp = torch.log_softmax(lm.model(inputs_embeds=x).logits[0].float(), -1)  # (P + A, V)
+            P = head.shape[0]
+            nll.append(torch.stack([-lp[P - 1 + j, g] for j, g in enumerate(ids)]))
+    want = torch.cat(nll).mean()  # every real target token of the batch weighs the same
+    assert float(loss) == pytest.approx(float(want), rel=1e-4)
+    assert parts["continuation"] == pytest.approx(float(nll[1].mean()), rel=1e-4)
+    assert parts["reconstruction"] == pytest.approx(float((nll[0].mean() + nll[2].mean()) / 2), rel=1e-4)
 
 
 def qa_run(steps: int, **latent) -> LatentRunArgs:
