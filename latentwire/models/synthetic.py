@@ -4,8 +4,9 @@ Throughput depends on shapes, not weight values, so the benchmark (:mod:`latentw
 no checkpoint: ``hero`` shapes copy the published configs of Llama-3.1-8B and Qwen2.5-7B (8.03e9
 and 7.62e9 parameters, untied heads, grouped-query attention, the real vocabularies), ``default``
 ones the embedded default's exports (SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B-Instruct: what the
-pretraining bench times), ``tiny`` ones the 2-layer test models of :mod:`latentwire.models.tiny`. Models are created directly on the
-target device in the target dtype (no CPU copy of 16 GB), frozen like registry models.
+pretraining bench times), ``tiny`` ones the 2-layer test models of :mod:`latentwire.models.tiny`.
+Models are created directly on the target device in the target dtype (no CPU copy of 16 GB),
+frozen like registry models.
 
 The tokenizer is the tiny ChatML BPE, trained here on the prompt contract's own text and a fixed
 word list, so the scaffold and the synthetic contexts tokenize about one token per word, as a real
