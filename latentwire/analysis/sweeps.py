@@ -3,7 +3,8 @@
 Issue #14's three tables, from results files only: each latent ``metrics.json`` (its provenance holds
 the resolved run config, so the pooling factor, slot cap, trunk depth, pretraining and QA steps are read,
 not guessed from names), ``intervals.csv`` of the same run (the clustered CIs, and the paired
-latent − budget-M differences), and the pretraining summaries (steps, held-out loss before / after).
+latent − budget-M differences), and the pretraining summaries (steps, the kept step, held-out loss
+before / after).
 
 - :func:`pf_table`: one row per (dataset, model, experiment) at full precision: encoder settings (the
   cap M and the mean slots each message sends, fewer with ``latent.trim_pad``), F1
@@ -165,6 +166,7 @@ def pretraining_table(
                     "experiment": r.experiment,
                     "pretrained": r.pretrained,
                     "pretrain_steps": s.get("steps"),
+                    "checkpoint_step": s.get("checkpoint_step", s.get("steps")),  # keep: best
                     "heldout_loss_before": before,
                     "heldout_loss_after": after,
                     "qa_steps": r.qa_steps,

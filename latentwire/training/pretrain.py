@@ -50,6 +50,7 @@ from latentwire.training.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 TASKS = ("continuation", "reconstruction")
+KEEP = ("last", "best")  # which pretraining state encoder.safetensors holds
 PRETRAINED_PARTS = ("encoder.", "adapters.")  # what a pretraining checkpoint holds
 
 
@@ -73,6 +74,8 @@ class PretrainArgs:
     reconstruct_cue: str = "\nRepeat the text above:\n"
     sample_receiver: bool = False  # one receiver per step (ARC) instead of every receiver in turn
     heldout_contexts: int = 32  # train-split contexts kept out of the steps, for the loss curve
+    eval_every: int = 0  # held-out loss every N steps (0: before and after the steps only)
+    keep: str = "last"  # the checkpoint written: the last step's, or "best" held-out loss (eval_every)
     log_every: int = 10
 
     def validate(self) -> None:
@@ -82,8 +85,12 @@ class PretrainArgs:
             raise ConfigError("pretrain.continuation_share: must be in [0, 1]")
         if min(self.max_segment_words, self.continuation_tokens, self.reconstruct_tokens) < 1:
             raise ConfigError("pretrain: max_segment_words, continuation_tokens, reconstruct_tokens ≥ 1")
-        if self.heldout_contexts < 0:
-            raise ConfigError("pretrain.heldout_contexts: must be ≥ 0")
+        if self.heldout_contexts < 0 or self.eval_every < 0:
+            raise ConfigError("pretrain: heldout_contexts and eval_every must be ≥ 0")
+        if self.keep not in KEEP:
+            raise ConfigError(f"pretrain.keep: {self.keep!r} is not one of {list(KEEP)}")
+        if self.keep == "best" and not (self.eval_every and self.heldout_contexts):
+            raise ConfigError("pretrain.keep: 'best' needs eval_every ≥ 1 and heldout_contexts ≥ 1")
         if not (
             math.isfinite(self.lr)
             and self.lr > 0
@@ -252,6 +259,11 @@ def heldout_loss(lms, il: Interlingua, args: PretrainArgs, contexts: list[str]) 
     return out
 
 
+def _mean_loss(heldout: dict) -> float:
+    """The mean over receivers of their held-out loss (``inf`` without held-out contexts)."""
+    return float(np.mean([v["loss"] for v in heldout.values()])) if heldout else math.inf
+
+
 def _schedule(args: PretrainArgs):
     def f(step: int) -> float:  # linear warm-up, cosine to 10 %
         if step < args.warmup_steps:
@@ -288,6 +300,10 @@ def pretrain(
 ) -> dict:
     """Pretrain ``il``'s encoder and projectors on ``contexts``; writes ``encoder.safetensors``,
     ``pretrain_log.jsonl`` and ``pretrain_summary.json`` under ``out_dir``. Returns the summary.
+    With ``eval_every`` the held-out loss is measured every N steps (``heldout_curve``); with ``keep:
+    best`` the checkpoint (and ``il``) is the evaluated state, the start included, of the lowest mean
+    held-out loss over receivers (``checkpoint_step``; ``heldout_after`` is its loss, ``heldout_last``
+    the last step's). The held-out contexts are train-split contexts, never validation or test.
     ``sources``: the encoder's source model where it is not a receiver (``adapter.init: regress``)."""
     a = run.pretrain
     out_dir = Path(out_dir)
@@ -308,6 +324,11 @@ def pretrain(
     log.info("held-out loss before pretraining: %s", start)
     t0 = time.time()
     skips = SkipBudget(a.steps, "pretrain")
+    ckpt = out_dir / "encoder.safetensors"
+    curve = [{"step": 0, **start}] if a.eval_every else []
+    best = (_mean_loss(start), 0)  # (mean held-out loss over receivers, step) of the kept state
+    if a.keep == "best":
+        save_pretrained(il, ckpt)  # the start is a candidate too: pretraining may only overfit
     il.train()
     with open(out_dir / "pretrain_log.jsonl", "w", encoding="utf-8") as f:
         for step in range(a.steps):
@@ -316,15 +337,33 @@ def pretrain(
             f.write(json.dumps(record) + "\n")
             if (step + 1) % a.log_every == 0 or step == 0:
                 log.info("pretrain step %d %s", step + 1, record)
-    end = heldout_loss(lms, il, a, held)
-    log.info("held-out loss after pretraining: %s", end)
-    save_pretrained(il, out_dir / "encoder.safetensors")
+            if a.eval_every and ((step + 1) % a.eval_every == 0 or step + 1 == a.steps):
+                now = heldout_loss(lms, il, a, held)
+                curve.append({"step": step + 1, **now})
+                log.info("held-out loss at step %d: %s", step + 1, now)
+                if a.keep == "best" and _mean_loss(now) < best[0]:
+                    best = (_mean_loss(now), step + 1)
+                    save_pretrained(il, ckpt)  # written atomically, over the previous best
+    last = curve[-1] if curve else {"step": a.steps, **heldout_loss(lms, il, a, held)}
+    last = {k: v for k, v in last.items() if k != "step"}
+    log.info("held-out loss after pretraining: %s", last)
+    kept = a.steps
+    if a.keep == "best":
+        kept = best[1]
+        load_pretrained(il, ckpt)  # the module in memory is the state that was written
+        log.info("kept the state of step %d (mean held-out loss %.4f)", kept, best[0])
+    else:
+        save_pretrained(il, ckpt)
+    kept_loss = next((c for c in curve if c["step"] == kept), None)
     summary = {
         "steps": a.steps,
         "contexts": len(train_ctx),
         "heldout_contexts": len(held),
         "heldout_before": start,
-        "heldout_after": end,
+        "heldout_after": {k: v for k, v in kept_loss.items() if k != "step"} if kept_loss else last,
+        "heldout_last": last,
+        "heldout_curve": curve,
+        "checkpoint_step": kept,
         "train_seconds": time.time() - t0,
         "trainable_parameters": sum(p.numel() for p in params),
         "skipped_nonfinite_steps": skips.skipped,

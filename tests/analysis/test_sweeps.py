@@ -94,6 +94,7 @@ def test_pretraining_pairs_only_runs_that_differ_in_the_pretraining_alone(files)
     assert len(pre) == 1
     r = pre.iloc[0]
     assert (r.experiment, r.without, r.pretrain_steps) == ("pf4-pt", "pf4", 250)
+    assert r.checkpoint_step == 250  # a summary without keep: best kept its last step
     assert (r.f1, r.without_f1) == (pytest.approx(30.0), pytest.approx(10.0))
     assert (r.heldout_loss_before, r.heldout_loss_after) == (4.0, 2.5)
 

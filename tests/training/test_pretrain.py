@@ -408,3 +408,43 @@ def test_regress_start_fits_the_projectors_before_pretraining(lms, tmp_path, mon
     il = build_interlingua(run.latent, lms, CPU)
     with pytest.raises(ConfigError, match="needs an encoder with a source_model"):
         pre.regress_start(il, run, lms, [], contexts)
+
+
+def test_keep_best_writes_the_state_of_the_lowest_held_out_loss(lms, tmp_path, monkeypatch):
+    """eval_every 2 over 5 steps measures the held-out loss at steps 0, 2, 4, 5; with keep: best the
+    checkpoint and the module in memory are step 2's state (the scripted minimum), the summary names
+    it and keeps the whole curve; a start that is never beaten is kept as step 0."""
+    import latentwire.training.pretrain as pre
+
+    for script, kept in (([5.0, 3.0, 4.0, 4.5], 2), ([1.0, 3.0, 4.0, 4.5], 0)):
+        states, losses = {}, iter(script)
+
+        def scripted(lms_, il, args, held, _losses=losses, _states=states):
+            value = next(_losses)  # the state at this evaluation, and a scripted loss for it
+            _states[value] = {k: v.clone() for k, v in il.trainable_state_dict().items()}
+            return {lm.spec.name: {"loss": value} for lm in lms_}
+
+        monkeypatch.setattr(pre, "heldout_loss", scripted)
+        run = pre_run(steps=5, heldout_contexts=2, eval_every=2, keep="best")
+        torch.manual_seed(0)
+        il = build_interlingua(run.latent, lms, CPU)
+        out = tmp_path / str(kept)
+        summary = pretrain(lms, il, run, pretrain_contexts(TRAIN_DF, [VAL_DF, TEST_DF]), out)
+        assert summary["checkpoint_step"] == kept
+        assert [c["step"] for c in summary["heldout_curve"]] == [0, 2, 4, 5]
+        assert summary["heldout_after"][lms[0].spec.name]["loss"] == min(script)
+        assert summary["heldout_last"][lms[0].spec.name]["loss"] == 4.5
+        want = states[min(script)]
+        assert any(not torch.equal(want[k], v) for k, v in states[4.5].items())  # the steps moved it
+        fresh = build_interlingua(run.latent, lms, CPU)
+        load_pretrained(fresh, out / "encoder.safetensors")
+        for module in (fresh, il):
+            got = module.trainable_state_dict()
+            assert all(torch.equal(got[k], want[k]) for k in want if k.startswith(pre.PRETRAINED_PARTS))
+
+
+def test_keep_best_needs_held_out_evaluations():
+    with pytest.raises(ConfigError, match="needs eval_every"):
+        pre_run(keep="best")
+    with pytest.raises(ConfigError, match="pretrain.keep"):
+        pre_run(keep="first", eval_every=2)
