@@ -6,7 +6,7 @@
 for d in /tmp/lw /tmp/lw[0-9]*; do
   [ -f "$d/snakemake.out" ] || continue
   name=res$(basename "$d" | sed 's/^lw//; s/^./-&/').tgz
-  (cd "$d" && tar --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' -czf "$OUT/$name" \
+  (cd "$d" && tar --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' --exclude='*.tmp' -czf "$OUT/$name" \
     results logs benchmarks snakemake.out 2>/dev/null)
   echo "$d: $name $(stat -c %s "$OUT/$name") bytes"
   grep -E "of [0-9]+ steps|Error|error" "$d/snakemake.out" | tail -3
