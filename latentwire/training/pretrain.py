@@ -51,6 +51,7 @@ from latentwire.training.optim import make_optimizer
 log = logging.getLogger(__name__)
 TASKS = ("continuation", "reconstruction")
 KEEP = ("last", "best")  # which pretraining state encoder.safetensors holds
+SEGMENT_STARTS = ("start", "random")  # a task's text from the context's first word, or a drawn one
 PRETRAINED_PARTS = ("encoder.", "adapters.")  # what a pretraining checkpoint holds
 
 
@@ -68,6 +69,7 @@ class PretrainArgs:
     seed: int = 0
     continuation_share: float = 0.8  # the rest is reconstruction
     max_segment_words: int = 160  # words of a context that are compressed, at most
+    segment_start: str = "start"  # where a task's text begins: the context's first word, or "random"
     continuation_tokens: int = 64  # receiver tokens of a continuation target, at most
     reconstruct_tokens: int = 256  # receiver tokens of a reconstruction target, at most
     continue_cue: str = ""  # real tokens after Z that name the task
@@ -87,6 +89,10 @@ class PretrainArgs:
             raise ConfigError("pretrain: max_segment_words, continuation_tokens, reconstruct_tokens ≥ 1")
         if self.heldout_contexts < 0 or self.eval_every < 0:
             raise ConfigError("pretrain: heldout_contexts and eval_every must be ≥ 0")
+        if self.segment_start not in SEGMENT_STARTS:
+            raise ConfigError(
+                f"pretrain.segment_start: {self.segment_start!r} is not one of {list(SEGMENT_STARTS)}"
+            )
         if self.keep not in KEEP:
             raise ConfigError(f"pretrain.keep: {self.keep!r} is not one of {list(KEEP)}")
         if self.keep == "best" and not (self.eval_every and self.heldout_contexts):
@@ -135,8 +141,12 @@ def pretrain_contexts(train_df, held_out: list) -> list[str]:
 
 
 def make_task(context: str, task: str, args: PretrainArgs, rng: np.random.Generator) -> tuple[str, str]:
-    """(segment the encoder reads, target text the receiver must produce) for one context."""
+    """(segment the encoder reads, target text the receiver must produce) for one context. With
+    ``segment_start: random`` the task reads the context from a word drawn uniformly in its first half
+    (more distinct tasks per context: the offline split has only ~1.5k train contexts)."""
     words = context.split()
+    if args.segment_start == "random" and len(words) >= 2:
+        words = words[int(rng.integers(0, len(words) // 2 + 1)) :]
     if task == "continuation" and len(words) >= 2:
         s = int(len(words) * rng.uniform(0.4, 0.8))
         s = max(1, min(s, args.max_segment_words, len(words) - 1))

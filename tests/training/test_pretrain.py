@@ -112,6 +112,28 @@ def test_tasks_split_a_context():
     assert seg == target == "w0 w1 w2 w3 w4"
 
 
+def test_random_segment_starts_draw_contiguous_spans_from_the_first_half():
+    import numpy as np
+
+    ctx = " ".join(f"w{i}" for i in range(40))
+    rng = np.random.default_rng(0)
+    args = PretrainArgs(segment_start="random", max_segment_words=10)
+    starts = set()
+    for task in ("continuation", "reconstruction") * 20:
+        seg, target = make_task(ctx, task, args, rng)
+        first = int(seg.split()[0][1:])
+        starts.add(first)
+        joined = (seg + target) if task == "continuation" else seg
+        assert joined.split() == ctx.split()[first : first + len(joined.split())]  # contiguous
+        assert first <= 20 and len(seg.split()) <= 10
+        if task == "continuation":
+            assert (seg + target).split()[-1] == "w39"  # the target runs to the context's end
+    assert len(starts) > 5
+    assert make_task(ctx, "reconstruction", PretrainArgs(), rng)[0].startswith("w0 ")
+    with pytest.raises(ConfigError, match="segment_start"):
+        pre_run(segment_start="middle")
+
+
 def test_pretraining_reads_train_articles_only_and_writes_a_checkpoint(lms, tmp_path):
     run = pre_run(steps=3, heldout_contexts=2)
     torch.manual_seed(0)
