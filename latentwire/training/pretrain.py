@@ -354,23 +354,22 @@ def pretrain(
                 if a.keep == "best" and _mean_loss(now) < best[0]:
                     best = (_mean_loss(now), step + 1)
                     save_pretrained(il, ckpt)  # written atomically, over the previous best
-    last = curve[-1] if curve else {"step": a.steps, **heldout_loss(lms, il, a, held)}
-    last = {k: v for k, v in last.items() if k != "step"}
-    log.info("held-out loss after pretraining: %s", last)
-    kept = a.steps
+    curve_end = curve[-1] if curve else {"step": a.steps, **heldout_loss(lms, il, a, held)}
+    kept = best[1] if a.keep == "best" else a.steps
     if a.keep == "best":
-        kept = best[1]
         load_pretrained(il, ckpt)  # the module in memory is the state that was written
         log.info("kept the state of step %d (mean held-out loss %.4f)", kept, best[0])
     else:
         save_pretrained(il, ckpt)
-    kept_loss = next((c for c in curve if c["step"] == kept), None)
+    losses = {c["step"]: {k: v for k, v in c.items() if k != "step"} for c in [*curve, curve_end]}
+    last = losses[a.steps]
+    log.info("held-out loss after pretraining: %s", last)
     summary = {
         "steps": a.steps,
         "contexts": len(train_ctx),
         "heldout_contexts": len(held),
         "heldout_before": start,
-        "heldout_after": {k: v for k, v in kept_loss.items() if k != "step"} if kept_loss else last,
+        "heldout_after": losses[kept],
         "heldout_last": last,
         "heldout_curve": curve,
         "checkpoint_step": kept,
