@@ -48,7 +48,9 @@ def main() -> None:
             m(**{k: v[:2] for k, v in batch.items()})  # warm-up
             t = time.perf_counter()
             out[name] = m(**batch).logits  # (rows, T, V)
-            print(f"{name}: prefill {a.rows} x {batch['input_ids'].shape[1]} tokens in {time.perf_counter() - t:.2f} s")
+            print(
+                f"{name}: prefill {a.rows} x {batch['input_ids'].shape[1]} tokens in {time.perf_counter() - t:.2f} s"
+            )
     mask = batch["attention_mask"].bool()
     agree = (out["fp32"].argmax(-1) == out["int8"].argmax(-1))[mask].float().mean()
     print(f"next-token top-1 agreement, int8 vs fp32: {float(agree):.3f} over {int(mask.sum())} positions")
