@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from transformers import AutoTokenizer
+
+from latentwire.io import read_jsonl
 
 
 def answer_end_token(tok, context: str, answers: list[str]) -> int | None:
@@ -54,8 +54,7 @@ def main() -> None:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--system {spec!r}: expected NAME=predictions.jsonl")
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        systems[name] = {r["id"]: float(r["f1"]) for r in rows}
+        systems[name] = {r["id"]: float(r["f1"]) for r in read_jsonl(path)}
     ids = sorted(set.intersection(*(set(s) for s in systems.values())))
     missing = [i for i in ids if i not in data.index]
     if missing:
