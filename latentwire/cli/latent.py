@@ -27,6 +27,7 @@ from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.evaluation.latent_eval import evaluate_latent
 from latentwire.io import write_json
 from latentwire.latent.build import build_interlingua
+from latentwire.latent.prompts import encode_views
 from latentwire.latent.wire import Wire
 from latentwire.models import get_spec, load_model, load_registry
 from latentwire.prompt import attach_shots, content_text, prompt_for
@@ -180,6 +181,11 @@ def _fit_wire(args, run: LatentRunArgs, il) -> Wire:
         if not args.fit_data:
             raise SystemExit("latent.wire.formats has pq: pass the train split as --fit-data")
         fit = select_examples(read_split(args.fit_data), EvalArgs(n_examples=run.latent.wire.pq_fit_examples))
-        texts = [content_text(model_view(e), run.prompt) for e in fit]
-        wire.fit(il.encode, texts, run.eval.batch_size, il.filled)
+        views = [model_view(e) for e in fit]
+        wire.fit(
+            lambda vs: encode_views(il, vs, run.prompt)[0],
+            views,
+            run.eval.batch_size,
+            lambda vs: il.filled([content_text(v, run.prompt) for v in vs]),
+        )
     return wire

@@ -76,6 +76,10 @@ class EncoderArgs:
     bidirectional: bool = True
     pool_factor: int = 4
     pool_mode: Literal["factor", "fixed"] = "factor"
+    # pooled-lm: read each content text after its question, "" = off (question-blind); must hold
+    # "{question}". Every layer reads the question, no slot pools it (payload: content only)
+    question_template: str = ""
+    max_question_tokens: int = 64  # question tokens kept by question_template
     pretrained: str | None = None  # name of a `pretrain` run (workflow config) whose checkpoint starts it
 
     def validate(self) -> None:
@@ -105,6 +109,14 @@ class EncoderArgs:
             raise ConfigError("drop_last ≥ 0, train_layers ≥ -1 (-1 = all kept layers), pool_factor ≥ 1")
         if self.pretrained is not None and self.name != "pooled-lm":
             raise ConfigError("encoder.pretrained: only the pooled-lm encoder has a pretraining stage")
+        if self.question_template and (
+            self.name != "pooled-lm" or "{question}" not in self.question_template
+        ):
+            raise ConfigError(
+                "encoder.question_template: only for pooled-lm, and it must contain {question}; "
+                f"got {self.question_template!r} for {self.name!r}"
+            )
+        must(self.max_question_tokens >= 1, "max_question_tokens", self.max_question_tokens, ">= 1")
 
 
 @runtime_checkable
@@ -118,6 +130,7 @@ class Encoder(Protocol):
     last_stats: Mapping[str, float]  # that forward's diagnostics, logged beside the loss
     fills_partially: bool  # a short text fills only the first filled_slots(texts) slots (the rest: padding)
     pools: bool  # EncoderArgs.pool_factor sets its compression (elsewhere that field is an unused default)
+    reads_questions: bool  # forward(texts, questions=...) reads each text's question beside it
 
     def filled_slots(self, texts: Sequence[str]) -> list[int] | None:
         """Per text, how many leading slots of Z carry it (``latent.trim_pad`` sends only those)."""
@@ -132,6 +145,7 @@ class EncoderDefaults:
     input_independent: ClassVar[bool] = False
     fills_partially: ClassVar[bool] = False
     pools: ClassVar[bool] = False
+    reads_questions: bool = False
     aux_loss: torch.Tensor | None = None
     last_stats: Mapping[str, float] = MappingProxyType({})
 

@@ -20,6 +20,11 @@ Recipe (Pilchen et al., arXiv 2510.20535, kyutai-labs/ARC-Encoder), in our terms
    nearly equal groups (the block means of ``pooling.block_pool``). A pooled query sits at the mean
    position of its group (RoPE), and under a causal mask it reads keys up to its group's last token.
 5. Z = Linear_{d→d_z}(RMSNorm(out)) (the projection is the identity when d_z == d), float32.
+6. Optionally **question-conditioned** (``question_template``, e.g. ``"Question: {question}\n"``):
+   the question's tokens go in front of the content's, every layer (and every pooled query) reads
+   them, but no slot pools them: groups, filled slots and payload count content tokens only, so
+   Z still has ⌈L / g⌉ slots of the content and the question is not sent a second time. Without
+   questions (pretraining on plain text) the encoder reads the content alone.
 
 Each receiver then reads Z through its own projector (``adapter.kind: linear2``: two linear layers,
 no activation). Non-trainable parts never enter ``state_dict``: the frozen layers live in a plain
@@ -65,10 +70,17 @@ def group_bounds(lengths: torch.Tensor, wire_slots: int, factor: int, mode: str)
     return start, torch.minimum(start + g, L), start < L
 
 
-def group_weights(mask: torch.Tensor, wire_slots: int, factor: int, mode: str) -> tuple[torch.Tensor, ...]:
+def group_weights(
+    mask: torch.Tensor, wire_slots: int, factor: int, mode: str, offset: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
     """Mean-pooling weights w (B, W, T) float32 (each slot's row sums to 1 over its group's text
-    tokens; 0 for a slot past the text), with start, end (B, W) and valid (B, W) of group_bounds."""
-    start, end, valid = group_bounds(mask.sum(1), wire_slots, factor, mode)  # (B, W)
+    tokens; 0 for a slot past the text), with start, end (B, W) and valid (B, W) of group_bounds.
+
+    ``offset`` (B,) long: per row, the leading tokens that no group pools (a question prefix); the
+    groups cover tokens [offset, mask.sum(1)) and start / end are absolute positions."""
+    off = torch.zeros_like(mask[:, 0], dtype=torch.long) if offset is None else offset  # (B,)
+    start, end, valid = group_bounds(mask.sum(1) - off, wire_slots, factor, mode)  # (B, W), content-relative
+    start, end = start + off[:, None], end + off[:, None]  # (B, W) absolute
     t = torch.arange(mask.shape[1], device=mask.device)
     w = ((t >= start[..., None]) & (t < end[..., None]) & mask[:, None, :]).float()  # (B, W, T)
     return w / w.sum(-1, keepdim=True).clamp(min=1), start, end, valid
@@ -80,6 +92,20 @@ def n_groups(length: int, wire_slots: int, factor: int, mode: str) -> int:
         return wire_slots
     g = max(factor, math.ceil(length / wire_slots))
     return math.ceil(length / g)
+
+
+def prepend(
+    pre_ids: torch.Tensor, pre_mask: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's prefix tokens then its content tokens, right-padded: ids (B, T'), mask (B, T')
+    bool, and the prefix lengths (B,) long (the ``offset`` of :func:`group_weights`)."""
+    lp, lc = pre_mask.sum(1), mask.sum(1)  # (B,)
+    out = torch.zeros(ids.shape[0], int((lp + lc).max()), dtype=ids.dtype, device=ids.device)
+    out_mask = torch.zeros(out.shape, dtype=torch.bool, device=ids.device)
+    for i, (p, c) in enumerate(zip(lp.tolist(), lc.tolist())):
+        out[i, :p], out[i, p : p + c] = pre_ids[i, :p], ids[i, :c]
+        out_mask[i, : p + c] = True
+    return out, out_mask, lp
 
 
 @dataclass(frozen=True)
@@ -148,6 +174,8 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
         self.pad = nn.Parameter(torch.zeros(args.d_z))  # (d_z,) slots past a short text's last group
         self.wire_slots, self.d_z, self.max_tokens = wire_slots, args.d_z, args.max_enc_tokens
         self.bidirectional, self.factor, self.mode = args.bidirectional, args.pool_factor, args.pool_mode
+        self.question_template, self.max_question_tokens = args.question_template, args.max_question_tokens
+        self.reads_questions = bool(args.question_template)  # Interlingua.encode passes the questions
         self.last_stats: dict[str, float] = {}
         self.register_buffer("anchor", torch.zeros(0), persistent=False)
         shared = [
@@ -188,12 +216,20 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
             for o, s_, e_, v_ in zip(offsets, start.tolist(), end.tolist(), valid.tolist())
         ]
 
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        """Z (B, W, d_z) float32 for the texts."""
-        ids, mask = self.tokenize(texts)
+    def forward(self, texts: list[str], questions: Sequence[str] | None = None) -> torch.Tensor:
+        """Z (B, W, d_z) float32 for the texts; with ``question_template`` and ``questions``, each
+        text is read after its question (module docstring, point 6)."""
+        ids, mask = self.tokenize(texts)  # (B, T) content only
+        offset = None
+        if self.reads_questions and questions is not None:
+            if len(questions) != len(texts):
+                raise ValueError(f"pooled-lm: {len(questions)} questions for {len(texts)} texts")
+            prefixes = [self.question_template.format(question=q.strip()) for q in questions]
+            p_ids, p_mask = tokenize(self.source.tokenizer, prefixes, self.max_question_tokens)
+            ids, mask, offset = prepend(p_ids.to(self.device), p_mask.to(self.device), ids, mask)
         with torch.no_grad():
             e = self.source.embed(ids)  # (B, T, d), frozen table, model dtype
-        return self.encode_embeds(e, mask)
+        return self.encode_embeds(e, mask, offset)
 
     def _mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """A (B, 1, Q, T) bool "may attend" mask in the form the layers' attention expects."""
@@ -203,8 +239,11 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
             ~allowed, torch.finfo(dtype).min
         )
 
-    def encode_embeds(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Z (B, W, d_z) float32 from input embeddings e (B, T, d) and mask (B, T) bool (valid first).
+    def encode_embeds(
+        self, e: torch.Tensor, mask: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Z (B, W, d_z) float32 from input embeddings e (B, T, d) and mask (B, T) bool (valid first);
+        ``offset`` (B,): leading tokens every layer reads but no slot pools (the question prefix).
 
         Gradients reach e when it requires grad (tests use that to check what each slot reads).
         """
@@ -229,19 +268,20 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
             if not cuda and self.top:
                 h, cos, sin = (x.to(self.out_norm.weight.dtype) for x in (h, cos, sin))
             with torch.set_grad_enabled(torch.is_grad_enabled() and (len(self.top) > 0 or grad_lower)):
-                out, valid = self._pooled_block(blocks[-1], h, mask, cos, sin)  # (B, W, d), (B, W)
+                out, valid = self._pooled_block(blocks[-1], h, mask, cos, sin, offset)  # (B, W, d), (B, W)
             z = self.proj(self.out_norm(out.to(self.out_norm.weight.dtype) if not cuda else out)).float()
         self.last_stats = {"filled_slots": float(valid.sum(1).float().mean())}
         return torch.where(valid[..., None], z, self.pad.to(z.dtype))  # (B, W, d_z)
 
-    def _pooled_block(self, layer: nn.Module, h: torch.Tensor, mask: torch.Tensor, cos, sin):
+    def _pooled_block(self, layer: nn.Module, h: torch.Tensor, mask: torch.Tensor, cos, sin, offset=None):
         """The last kept decoder layer with pooled queries: h (B, T, d) → (B, W, d), valid (B, W).
 
-        cos, sin (B, T, D): RoPE of the token positions (the keys); the queries get their own."""
+        cos, sin (B, T, D): RoPE of the token positions (the keys); the queries get their own.
+        offset (B,) or None: the prefix tokens the queries read as keys but do not pool."""
         B, T, d = h.shape
         attn = layer.self_attn
         w, start, end, valid = group_weights(
-            mask, self.wire_slots, self.factor, self.mode
+            mask, self.wire_slots, self.factor, self.mode, offset
         )  # (B, W, T), (B, W)
         t = torch.arange(T, device=h.device)
         # (B, W) mean position of each group, from the float32 weights and elementwise (autocast leaves

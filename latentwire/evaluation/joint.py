@@ -17,8 +17,8 @@ from latentwire.evaluation.evaluate import model_view
 from latentwire.evaluation.metrics import f1_score, mean, normalize_answer
 from latentwire.generation import score_answers
 from latentwire.kv_prefix import KVPrefix, with_prefix
-from latentwire.latent.prompts import latent_inputs
-from latentwire.prompt import answer_ids, content_text, eos_id, prompt_for
+from latentwire.latent.prompts import encode_views, latent_inputs
+from latentwire.prompt import answer_ids, eos_id, prompt_for
 from latentwire.scoring import token_logprobs
 
 
@@ -108,8 +108,7 @@ def rescore_jointly(
     scores = {s: {c: [] for c in names} for s in names}
     for start in range(0, len(examples), batch_size):
         chunk = [model_view(e) for e in examples[start : start + batch_size]]
-        texts = [content_text(v, prompt_args) for v in chunk]
-        z, filled = interlingua.encode(texts), interlingua.filled(texts)  # (B, M, d_z); slots sent
+        z, filled = encode_views(interlingua, chunk, prompt_args)  # (B, M, d_z); slots sent
         cands = [[r["prediction"] for r in rows_by_model[c][start : start + batch_size]] for c in names]
         for lm in lms:
             prompts, prefix = latent_inputs(lm, interlingua, prompt_args, chunk, z, filled)

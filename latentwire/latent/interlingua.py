@@ -172,7 +172,7 @@ class Interlingua(nn.Module):
         )
         self.embed_rms = {n: r.embed_rms for n, r in receivers.items()}
         self._lora: dict[str, nn.Module] = {}  # receiver name -> model holding its LoRA tensors
-        self._memo: dict[str, torch.Tensor] | None = None  # text -> Z row (W, d_z); see memoize_latents
+        self._memo: dict | None = None  # text (or (question, text)) -> Z row (W, d_z); see memoize_latents
         self._frozen: list[nn.Module] = []  # modules kept frozen in eval mode (see freeze_except)
         self._frozen_lora: set[str] = set()  # receivers whose LoRA is frozen
 
@@ -254,28 +254,40 @@ class Interlingua(nn.Module):
         markers = 2 * shallow * int(self.args.adapter.markers)  # begin / end marker tokens
         return S * shallow + markers + S * int(self.args.deep_prefix.enabled)  # coprocessor: in place
 
-    def encode(self, texts: Sequence[str], answers: Sequence[list[str]] | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        texts: Sequence[str],
+        answers: Sequence[list[str]] | None = None,
+        questions: Sequence[str] | None = None,
+    ) -> torch.Tensor:
         """Z for a batch of content texts. Returns (B, W, d_z).
 
         ``answers`` (training only): the gold answers, handed to encoders that train an auxiliary
         head on them (``reads_answers``, e.g. ``select``'s scorer); evaluation never passes them, and
-        such encoders ignore them outside training mode.
+        such encoders ignore them outside training mode. ``questions``: each text's question, handed
+        to encoders that read it beside the text (``reads_questions``); the others ignore it.
         """
+        kw = {"questions": list(questions)} if questions is not None and self.encoder.reads_questions else {}
         wire_frozen = self.encoder in self._frozen  # then Z is the evaluation Z, also in training
         if answers is not None and self.encoder.reads_answers and not wire_frozen:
-            return self.encoder(list(texts), answers=[list(a) for a in answers])
+            return self.encoder(list(texts), answers=[list(a) for a in answers], **kw)
         if self._memo is None or (self.training and not wire_frozen):
-            return self.encoder(list(texts))
-        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if missing:  # only texts not seen before are encoded, in one batch
-            for t, row in zip(missing, self.encoder(missing)):
-                self._memo[t] = row
-        return torch.stack([self._memo[t] for t in texts])  # (B, W, d_z)
+            return self.encoder(list(texts), **kw)
+        keys = list(zip(kw["questions"], texts)) if kw else list(texts)  # Z depends on these alone
+        missing = [k for k in dict.fromkeys(keys) if k not in self._memo]
+        if missing:  # only inputs not seen before are encoded, in one batch
+            if kw:
+                rows = self.encoder([t for _, t in missing], questions=[q for q, _ in missing])
+            else:
+                rows = self.encoder(missing)
+            for k, row in zip(missing, rows):
+                self._memo[k] = row
+        return torch.stack([self._memo[k] for k in keys])  # (B, W, d_z)
 
     def memoize_latents(self, on: bool = True) -> None:
         """Evaluation only: remember Z per text, so the variants, controls, receivers and joint
         rescoring of one evaluation encode each text once (Z depends on the text alone in eval
-        mode). Never on while training: the encoder changes between steps."""
+        mode; with a question-reading encoder, per question and text). Never on while training: the encoder changes between steps."""
         self._memo = {} if on else None
 
     def encoder_aux_loss(self) -> torch.Tensor | None:

@@ -35,6 +35,20 @@ def trim_soft(soft: torch.Tensor, filled: Sequence[int] | None, markers: bool) -
     return [s[:n] for s, n in zip(soft, filled)]
 
 
+def encode_views(
+    interlingua: Interlingua,
+    views: Sequence[dict],
+    prompt_args: PromptArgs,
+    answers: Sequence[list[str]] | None = None,
+) -> tuple[torch.Tensor, list[int] | None]:
+    """Z (B, W, d_z) of model views and the slots each message fills (None: all): the encoder reads
+    each view's content text of ``prompt_args`` and, if it reads questions, the view's question.
+    The one place training, evaluation, controls, joint rescoring and the wire fit encode."""
+    texts = [content_text(v, prompt_args) for v in views]
+    z = interlingua.encode(texts, answers=answers, questions=[v["question"] for v in views])
+    return z, interlingua.filled(texts)
+
+
 def latent_inputs(
     lm: LoadedModel,
     interlingua: Interlingua,
@@ -160,9 +174,7 @@ def latent_prompt_maker(
 
     def make(views: list[dict]) -> Prompts:
         sources = [donors[(v["question"], v["context"])] for v in views] if control == "shuffled" else views
-        texts = [content_text(v, prompt_args) for v in sources]
-        z = interlingua.encode(texts)  # (B, M, d_z)
-        filled = interlingua.filled(texts)  # the donor's slots for the shuffled control
+        z, filled = encode_views(interlingua, sources, prompt_args)  # (B, M, d_z); the donor's for shuffled
         if z_transform is not None:
             z = z_transform(z)
         if control == "zero":

@@ -157,19 +157,20 @@ class Wire:
 
     def fit(
         self,
-        encode: Callable[[list[str]], torch.Tensor],
-        texts: list[str],
+        encode: Callable[[list], torch.Tensor],
+        texts: Sequence,
         batch_size: int = 16,
-        filled: Callable[[list[str]], list[int] | None] | None = None,
+        filled: Callable[[list], list[int] | None] | None = None,
     ) -> None:
         """Learn the PQ codebooks (if ``pq`` is a format) on the slots of ``encode(texts)`` (TRAIN
-        texts); ``filled`` (Interlingua.filled): only the slots each message sends."""
+        inputs: content texts, or model views when the encoder also reads the question); ``filled``
+        (Interlingua.filled): only the slots each message sends."""
         if "pq" not in self.args.formats:
             return
         rows = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                chunk = texts[i : i + batch_size]
+                chunk = list(texts[i : i + batch_size])
                 z = encode(chunk).float()  # (b, W, d_z)
                 n = (filled(chunk) if filled else None) or [z.shape[1]] * len(chunk)
                 rows += [z_i[:k] for z_i, k in zip(z, n)]

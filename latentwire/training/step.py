@@ -19,7 +19,7 @@ from latentwire.evaluation.evaluate import model_view
 from latentwire.heads.gist import gist_loss
 from latentwire.kv_prefix import with_prefix
 from latentwire.latent.interlingua import Interlingua, mean_pairwise_cosine
-from latentwire.latent.prompts import latent_inputs
+from latentwire.latent.prompts import encode_views, latent_inputs
 from latentwire.models import LoadedModel
 from latentwire.prompt import answer_ids, build_prompt, content_text, eos_id, prompt_for
 from latentwire.scoring import answer_logits
@@ -150,14 +150,14 @@ def train_step(
     zs = []
     with checkpointed_receivers(lms, run.train.grad_checkpointing):
         for mb in micro:
-            texts = [content_text(model_view(e), run.prompt) for e in mb]
+            views = [model_view(e) for e in mb]
             answers = [e["answers"] for e in mb]  # read by encoders' auxiliary heads only
             with (
                 torch.set_grad_enabled(train_encoder),
                 record_function("encode"),
                 _encoder_autocast(lms, run),
             ):
-                z = il.encode(texts, answers=answers)  # (b, M, d_z)
+                z, _ = encode_views(il, views, run.prompt, answers)  # (b, M, d_z)
             if run.train.encoder_autocast:
                 z = z.float()  # the receivers' heads read fp32 Z either way
             aux = il.encoder_aux_loss() if train_encoder else None  # e.g. select's scorer CE, or None
@@ -205,8 +205,7 @@ def encoder_step(
     il: Interlingua, run: LatentRunArgs, batch: list[dict], params: list[torch.nn.Parameter], opt, sched=None
 ) -> dict:
     """One Stage A0 step: the encoder's auxiliary loss alone (no receiver runs); returns its log record."""
-    texts = [content_text(model_view(e), run.prompt) for e in batch]
-    il.encode(texts, answers=[e["answers"] for e in batch])
+    encode_views(il, [model_view(e) for e in batch], run.prompt, [e["answers"] for e in batch])
     aux = il.encoder_aux_loss()
     if aux is None:
         raise ValueError(

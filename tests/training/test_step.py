@@ -19,6 +19,7 @@ from tiny_runs import (
 
 from latentwire.config import from_dict
 from latentwire.encoders import EncoderArgs
+from latentwire.encoders.pooled import PooledLMEncoder
 from latentwire.evaluation.evaluate import EvalArgs, model_view, select_examples
 from latentwire.latent.build import build_interlingua
 from latentwire.prompt import content_text
@@ -307,3 +308,27 @@ def test_encoder_autocast_is_cuda_only_and_logs_scalars_once(lms):
         rec = records[0][lm.spec.name]
         assert list(rec) == ["loss", "answer", "first", "first_acc"]
         assert all(type(v) is float for v in rec.values())
+
+
+def test_question_conditioned_pooled_encoder_reads_each_examples_question_in_training(lms, monkeypatch):
+    run = make_run()
+    run.latent.encoder = from_dict(
+        EncoderArgs,
+        {"name": "pooled-lm", "d_z": 32, "source_model": lms[1].spec.name, "drop_last": 0,
+         "train_layers": 1, "question_template": "Question: {question}\n"},
+        where="latent.encoder",
+    )  # fmt: skip
+    run.latent.n_shared, run.latent.n_private = 6, 0
+    batch = TRAIN_DF.to_dict("records")[:4]
+    seen = []
+    forward = PooledLMEncoder.forward
+
+    def spy(self, texts, questions=None):
+        seen.append(questions)
+        return forward(self, texts, questions)
+
+    monkeypatch.setattr(PooledLMEncoder, "forward", spy)
+    record, delta, il = sgd_step(lms, run, batch)
+    assert seen == [[e["question"] for e in batch]]
+    trainable = [n for n, p in il.named_parameters() if p.requires_grad]
+    assert any(n.startswith("encoder.top") and d.abs().sum() > 0 for n, d in zip(trainable, delta))
