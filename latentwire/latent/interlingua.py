@@ -287,7 +287,8 @@ class Interlingua(nn.Module):
     def memoize_latents(self, on: bool = True) -> None:
         """Evaluation only: remember Z per text, so the variants, controls, receivers and joint
         rescoring of one evaluation encode each text once (Z depends on the text alone in eval
-        mode; with a question-reading encoder, per question and text). Never on while training: the encoder changes between steps."""
+        mode; with a question-reading encoder, per question and text). Never on while training:
+        the encoder changes between steps."""
         self._memo = {} if on else None
 
     def encoder_aux_loss(self) -> torch.Tensor | None:
