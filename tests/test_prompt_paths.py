@@ -342,7 +342,7 @@ def _select_windows(base, tmp_path, registry, paths) -> tuple[LatentRunArgs, dic
     run.prompt = attach_shots(run.prompt, [spec], TRAIN)  # as eval-latent resolves it
     encoded = []
     real_encode = il.encode
-    il.encode = lambda texts: encoded.extend(texts) or real_encode(texts)
+    il.encode = lambda texts, **kw: encoded.extend(texts) or real_encode(texts, **kw)
     with torch.no_grad():
         latent_prompt_maker(lm, il, run.prompt)(views)
     assert [r["text"] for r in records] == encoded == [content_text(v, run.prompt) for v in views]
