@@ -5,6 +5,7 @@ train, and a bit-identical checkpoint round trip."""
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_runs import one_thread
 
 from latentwire.encoders import EncoderArgs, build_encoder, load_trainable_state_dict, trainable_state_dict
 from latentwire.encoders.pooled import group_bounds, n_groups
@@ -16,12 +17,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def _enc(lm, wire_slots=8, **kw):

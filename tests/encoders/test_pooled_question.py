@@ -7,6 +7,7 @@ on another encoder or one without ``{question}``."""
 
 import pytest
 import torch
+from tiny_runs import one_thread
 
 from latentwire.config import ConfigError, from_dict
 from latentwire.encoders import EncoderArgs, build_encoder
@@ -24,12 +25,7 @@ CTX = PromptArgs(replaces="context", content_template="{context}", user_template
 VIEWS = [{"question": q, "context": c} for q, c in zip(QUESTIONS, TEXTS)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def _enc(lm, wire_slots=8, **kw):
