@@ -219,14 +219,16 @@ class PooledLMEncoder(EncoderDefaults, nn.Module):
     def forward(self, texts: list[str], questions: Sequence[str] | None = None) -> torch.Tensor:
         """Z (B, W, d_z) float32 for the texts; with ``question_template`` and ``questions``, each
         text is read after its question (module docstring, point 6)."""
-        ids, mask = self.tokenize(texts)  # (B, T) content only
-        offset = None
-        if self.reads_questions and questions is not None:
+        if not (self.reads_questions and questions is not None):
+            ids, mask = self.tokenize(texts)  # (B, T)
+            offset = None
+        else:
             if len(questions) != len(texts):
                 raise ValueError(f"pooled-lm: {len(questions)} questions for {len(texts)} texts")
             prefixes = [self.question_template.format(question=q.strip()) for q in questions]
-            p_ids, p_mask = tokenize(self.source.tokenizer, prefixes, self.max_question_tokens)
-            ids, mask, offset = prepend(p_ids.to(self.device), p_mask.to(self.device), ids, mask)
+            q_ids, q_mask = tokenize(self.source.tokenizer, prefixes, self.max_question_tokens)  # CPU
+            c_ids, c_mask = tokenize(self.source.tokenizer, list(texts), self.max_tokens)  # CPU, content
+            ids, mask, offset = (x.to(self.device) for x in prepend(q_ids, q_mask, c_ids, c_mask))
         with torch.no_grad():
             e = self.source.embed(ids)  # (B, T, d), frozen table, model dtype
         return self.encode_embeds(e, mask, offset)
