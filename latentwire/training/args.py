@@ -120,3 +120,10 @@ class LatentRunArgs:
             raise ValueError("train.grad_checkpointing: not with a KV prefix (deep_prefix, coprocessor)")
         if self.loss.w_gist and not self.latent.gist_tokens:
             raise ValueError("loss.w_gist > 0 needs latent.gist_tokens > 0 (the gist head's length)")
+        # with replaces=question_context the content already holds the question: a question-conditioned
+        # encoder would read it twice and pool it into slots, so its payload would carry the question
+        if self.latent.encoder.question_template and self.prompt.replaces != "context":
+            raise ValueError(
+                "latent.encoder.question_template: needs prompt.replaces: context (with "
+                f"{self.prompt.replaces!r} the content already holds the question)"
+            )
