@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # "What each optimization bought" (issue #7, docs/benchmarks.md): the hero bench, then one run per
 # optimization with that one setting changed, each writing its JSON into OUT_DIR. GPU only.
-#   bash scripts/bench_ablations.sh OUT_DIR [row ...]      rows: hero nocompile profile encbf16 encbf16-nocompile eager ktoken ckpt padded nf4 pretrain pretrain-b64 pooled-qa
+#   bash scripts/bench_ablations.sh OUT_DIR [row ...]      rows: hero nocompile profile encbf16 encbf16-lean encbf16-nocompile eager ktoken ckpt padded nf4 pretrain pretrain-b64 pooled-qa
 # hero is torch.compile'd (the default on CUDA) and spends its first minutes compiling in the warm-up;
 # nocompile is the same without it. nf4 needs bitsandbytes.
 set -uo pipefail
@@ -26,13 +26,14 @@ for row in "${rows[@]}"; do
     padded) cfg="{$skip, \"answer_spread\": 12, \"run\": {$enc}}" ;;
     nocompile) cfg="{$skip, \"compile\": false, \"run\": {$enc}}" ;;
     encbf16) cfg="{$skip, \"run\": {$enc, \"train\": {\"encoder_autocast\": true}}}" ;;  # the encoder under bf16 autocast
+    encbf16-lean) cfg="{$skip, \"full_prompt_ceiling\": false, \"run\": {$enc, \"train\": {\"encoder_autocast\": true}}}" ;;  # encbf16 without the whole-row ceiling (saves its compile)
     encbf16-nocompile) cfg="{$skip, \"compile\": false, \"run\": {$enc, \"train\": {\"encoder_autocast\": true}}}" ;;  # the same, uncompiled (no warm-up compile)
     profile) cfg="{$skip, \"compile\": false, \"profile_steps\": 3, \"run\": {$enc}}" ;;  # where the step's time goes
     nf4) cfg="{$skip, \"nf4\": true, \"run\": {$enc}}" ;;
     pretrain) cfg="{$pt, \"pretrain\": {\"batch_size\": 32, $ptargs}}" ;;  # the pretraining step (#14)
     pretrain-b64) cfg="{$pt, \"pretrain\": {\"batch_size\": 64, $ptargs}}" ;;  # the same at twice the batch
     pooled-qa) cfg="{\"shapes\": \"default\", \"phases\": [\"ceiling\", \"step\"], \"slots\": 64, \"batch_size\": 32, \"compile\": false, \"profile_steps\": 3, \"run\": {\"latent\": {\"n_shared\": 64, \"n_private\": 0, $pooled}}}" ;;  # its QA fine-tuning step (Stage B), profiled
-    *) echo "unknown row $row (hero nocompile profile encbf16 encbf16-nocompile eager ktoken ckpt padded nf4 pretrain pretrain-b64 pooled-qa)" >&2; exit 2 ;;
+    *) echo "unknown row $row (hero nocompile profile encbf16 encbf16-lean encbf16-nocompile eager ktoken ckpt padded nf4 pretrain pretrain-b64 pooled-qa)" >&2; exit 2 ;;
   esac
   echo "== $row: $cfg"
   python3 -m latentwire.cli.main bench --config-json "$cfg" --out "$out/$row.json" 2>&1 | tail -n 14

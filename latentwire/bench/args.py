@@ -35,6 +35,9 @@ class BenchArgs:
     warmup: int = 3
     iters: int = 5
     phases: list[Phase] = field(default_factory=lambda: ["ceiling", "step", "eval"])
+    # with phase "ceiling": also the earlier whole-row ceiling (``ceiling_full_prompt``), kept for
+    # continuity; off saves its compile warm-up (~160 s on an H100) when device time is short
+    full_prompt_ceiling: bool = True
     device: str = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     attn: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"

@@ -254,6 +254,18 @@ def test_bench_json_has_every_section(bench_run):
     assert "step_over_ceiling" in printed and "tiny-qwen2" in printed
 
 
+def test_the_whole_row_ceiling_can_be_left_out(tmp_path):
+    cfg = {**TINY, "phases": ["ceiling", "step"], "profile_steps": 0, "full_prompt_ceiling": False}
+    out = tmp_path / "bench.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["bench", "--config-json", json.dumps(cfg), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "ceiling_full_prompt" not in result and result["ceiling"]["all"]["median_ms"] > 0
+    assert (
+        "step_over_full_prompt_ceiling" not in result["ratios"] and result["ratios"]["step_over_ceiling"] > 0
+    )
+
+
 def test_step_profile_names_every_region_of_the_step(bench_run):
     prof = bench_run[0]["step"]["profile"]
     assert prof["steps"] == 1 and prof["wall_ms_per_step"] > 0
